@@ -40,9 +40,9 @@ fi
 # Containers need no getty, and systemd must not try to rename the host.
 chroot "$rootfs" systemctl mask getty@tty1.service console-getty.service \
     systemd-logind.service systemd-firstboot.service >/dev/null 2>&1 || true
-printf 'APT::Install-Recommends "false";\nAPT::Install-Suggests "false";\n' \
-    >"$rootfs/etc/apt/apt.conf.d/90-no-recommends"
-rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
+# Package lists stay: like a cloud image, the host can install at once.
+chroot "$rootfs" apt-get update -q >/dev/null
+rm -rf "$rootfs"/var/cache/apt/archives/*.deb
 : >"$rootfs/etc/machine-id"
 
 tar -C "$rootfs" -c . | docker import \

@@ -1,11 +1,15 @@
 #!/usr/bin/env python3
-"""Print how to reach a relay running in a local container."""
+"""Print how to reach a relay running in a local container, with a fresh account."""
 
 from __future__ import annotations
 
 import json
+import secrets
+import shutil
+import string
 import subprocess
 import sys
+from urllib.parse import quote
 
 
 def container_ip(name: str) -> str:
@@ -18,11 +22,36 @@ def container_ip(name: str) -> str:
     return next(net["IPAddress"] for net in json.loads(out).values() if net.get("IPAddress"))
 
 
+def dclogin_url(address: str, password: str, server: str) -> str:
+    """A Delta Chat login link with explicit servers; ic=3 accepts the self-signed certificate."""
+    params = {
+        "p": password,
+        "v": "1",
+        "ih": server,
+        "ip": "993",
+        "sh": server,
+        "sp": "465",
+        "ic": "3",
+    }
+    query = "&".join(f"{key}={quote(value, safe='')}" for key, value in params.items())
+    return f"dclogin:{address}?{query}"
+
+
 def main(name: str, domain: str) -> None:
+    ip = container_ip(name)
+    local = "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(9))
+    address, password = f"{local}@{domain}", secrets.token_urlsafe(12)
+    url = dclogin_url(address, password, ip)
     print()
-    print(f"relay {domain} is running in container {name} at {container_ip(name)}")
+    print(f"relay {domain} is running in container {name} at {ip}")
+    print(f"  IMAP {ip}:993 (TLS), {ip}:143 (STARTTLS); SMTP {ip}:465 (TLS), {ip}:587 (STARTTLS)")
     print(f"  shell:  docker exec -it {name} bash")
     print(f"  logs:   docker exec {name} journalctl -f")
+    print()
+    print("A fresh account (created on its first login), for a Delta Chat app on this machine:")
+    print(f"  {url}")
+    if shutil.which("qrencode"):
+        subprocess.run(["qrencode", "-t", "ANSIUTF8", "-m", "2", url], check=False)
 
 
 if __name__ == "__main__":

@@ -11,9 +11,14 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import testinfra
+from mailclient import Gpg, imap_login, new_credentials
+
+sys.path.insert(0, str(Path(__file__).parent))
 
 
 @pytest.fixture(scope="session")
@@ -49,3 +54,16 @@ def domain() -> str:
     if not name:
         pytest.fail("CHATMAIL_RELAY_DOMAIN must name the relay's mail domain")
     return name
+
+
+@pytest.fixture(scope="session")
+def gpg(tmp_path_factory):
+    return Gpg(tmp_path_factory.mktemp("gnupg"))
+
+
+@pytest.fixture
+def account(relay_ip, domain):
+    """A fresh account: created by its first IMAP login."""
+    address, password = new_credentials(domain)
+    imap_login(relay_ip, address, password).logout()
+    return address, password

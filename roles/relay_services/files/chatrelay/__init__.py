@@ -1,0 +1,1 @@
+"""The chatmail relay's own services: auth, encryption filter, last-login, expiry."""

@@ -1,0 +1,268 @@
+"""Dovecot passdb and userdb over the dict protocol, creating an account on its first login.
+
+Dovecot's dict passdb looks up `shared/passdb/<password>"<user>` and its userdb
+`shared/userdb/<user>` (both %E-escaped). Answers are JSON; Dovecot checks the cleartext
+password against the returned hash itself, so a wrong password simply fails there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import re
+import secrets
+import sys
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import DEFAULT_PATH, Config
+from .config import load as load_config
+from .dictproto import DictServer, split_namespace
+from .systemd import unix_listener
+
+with warnings.catch_warnings():
+    # passlib 1.7.4 imports the crypt module, which Python 3.11 flags as deprecated.
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from passlib.hash import sha512_crypt
+
+log = logging.getLogger("chatrelay.auth")
+
+PASSWORD_FILE = "password"
+ENCRYPTION_MARKER = "enforceE2EEincoming"
+SCHEME = "{SHA512-CRYPT}"
+# crypt(3)'s implicit default: the hash carries no rounds= field and Dovecot verifies
+# it fast on every login (passlib's own default would cost ~100x more per login).
+HASH_ROUNDS = 5000
+
+_LOCALPART = re.compile(r"[a-z0-9._-]+")
+_PERCENT_E_ESCAPE = re.compile(r"\\(.)", re.DOTALL)
+
+
+def is_account_address(config: Config, address: str) -> bool:
+    """True if address has the shape of one of our accounts (any length).
+
+    Everything that turns an address into a path checks this first, so a crafted name
+    can never reach outside mailboxes_dir.
+    """
+    localpart, at, domain = address.rpartition("@")
+    return bool(at) and domain == config.mail_domain and bool(_LOCALPART.fullmatch(localpart))
+
+
+def list_accounts(config: Config) -> list[str]:
+    """Addresses of all accounts, sorted."""
+    try:
+        entries = list(os.scandir(config.mailboxes_dir))
+    except FileNotFoundError:
+        return []
+    return sorted(
+        entry.name
+        for entry in entries
+        if "@" in entry.name and os.path.isfile(os.path.join(entry.path, PASSWORD_FILE))
+    )
+
+
+def unescape_percent_e(text: str) -> str:
+    r"""Undo Dovecot's %E variable escaping (a backslash before ", ' and \)."""
+    return _PERCENT_E_ESCAPE.sub(r"\1", text)
+
+
+def split_passdb_key(text: str) -> tuple[str, str] | None:
+    """Split '<password>"<user>' at the first unescaped quote into unescaped parts."""
+    index = 0
+    while index < len(text):
+        char = text[index]
+        if char == "\\":
+            index += 2
+        elif char == '"':
+            return unescape_percent_e(text[:index]), unescape_percent_e(text[index + 1 :])
+        else:
+            index += 1
+    return None
+
+
+def read_load_1m() -> float:
+    return os.getloadavg()[0]
+
+
+def read_available_memory(meminfo: Path = Path("/proc/meminfo")) -> int:
+    """MemAvailable in bytes."""
+    for line in meminfo.read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) * 1024
+    raise ValueError(f"no MemAvailable line in {meminfo}")
+
+
+def read_free_disk(path: Path) -> int:
+    """Bytes an unprivileged user may still write on path's file system."""
+    stat = os.statvfs(path)
+    return stat.f_bavail * stat.f_frsize
+
+
+@dataclass(frozen=True)
+class SystemProbe:
+    """Where the system limits are read from; tests pass fakes."""
+
+    load_1m: Callable[[], float] = read_load_1m
+    available_memory: Callable[[], int] = read_available_memory
+    free_disk: Callable[[Path], int] = read_free_disk
+
+
+def system_limit_reached(config: Config, probe: SystemProbe) -> str | None:
+    """Why the system is too busy or full for a new account, or None."""
+    try:
+        load = probe.load_1m()
+        if load > config.max_load_1m:
+            return f"1-minute load {load:.2f} is above {config.max_load_1m}"
+        memory = probe.available_memory()
+        if memory < config.min_available_memory:
+            return f"available memory {memory} bytes is below {config.min_available_memory}"
+        disk = probe.free_disk(config.mailboxes_dir)
+        if disk < config.min_free_disk_space:
+            return f"free disk space {disk} bytes is below {config.min_free_disk_space}"
+    except (OSError, ValueError) as exc:
+        # Unknown state counts as overloaded: a full disk must not take new accounts.
+        return f"system limits cannot be read: {exc}"
+    return None
+
+
+class AuthServer(DictServer):
+    """Answers Dovecot's passdb and userdb lookups and creates accounts on first login."""
+
+    def __init__(self, config: Config, probe: SystemProbe | None = None) -> None:
+        self.config = config
+        self.probe = probe or SystemProbe()
+
+    def lookup(self, key: str, user: str) -> str | None:
+        _, rest = split_namespace(key)
+        kind, _, arg = rest.partition("/")
+        if kind == "passdb":
+            parts = split_passdb_key(arg)
+            # Without a quote the key holds only the password; the request names the user.
+            password, address = parts if parts else (unescape_percent_e(arg), user)
+            return self.passdb(address, password)
+        if kind == "userdb":
+            return self.userdb(unescape_percent_e(arg) or user)
+        # Never log the key itself: passdb keys carry cleartext passwords.
+        log.warning("lookup of unexpected key kind %r", kind)
+        return None
+
+    def iterate(self, path: str, user: str) -> Iterator[tuple[str, str]]:
+        _, rest = split_namespace(path)
+        if rest.rstrip("/") != "userdb":
+            return
+        prefix = path if path.endswith("/") else path + "/"
+        for address in list_accounts(self.config):
+            yield prefix + address, ""
+
+    def userdb(self, address: str) -> str | None:
+        if not is_account_address(self.config, address) or self.stored_hash(address) is None:
+            return None
+        return json.dumps(self.userdb_fields(address))
+
+    def passdb(self, address: str, password: str) -> str | None:
+        if not is_account_address(self.config, address):
+            log.debug("refused login of malformed address %r", address)
+            return None
+        stored = self.stored_hash(address)
+        if stored is None:
+            reason = self.refuse_new_account(address, password)
+            if reason is not None:
+                log.info("not creating account %s: %s", address, reason)
+                return None
+            stored = self.create_account(address, password)
+        return json.dumps({**self.userdb_fields(address), "password": stored})
+
+    def userdb_fields(self, address: str) -> dict[str, str | int]:
+        return {
+            "home": str(self.config.user_dir(address)),
+            "uid": self.config.vmail_uid,
+            "gid": self.config.vmail_gid,
+        }
+
+    def stored_hash(self, address: str) -> str | None:
+        """The account's password hash, or None if there is no such account."""
+        try:
+            stored = (self.config.user_dir(address) / PASSWORD_FILE).read_text().strip()
+        except FileNotFoundError:
+            return None
+        if not stored:
+            raise ValueError(f"empty password file for {address}")
+        return stored
+
+    def refuse_new_account(self, address: str, password: str) -> str | None:
+        """Why address may not be created with password now, or None."""
+        config = self.config
+        localpart = address.rpartition("@")[0]
+        if not config.username_min_length <= len(localpart) <= config.username_max_length:
+            return (
+                f"local part must have {config.username_min_length} to "
+                f"{config.username_max_length} characters"
+            )
+        if len(password) < config.password_min_length:
+            return f"password shorter than {config.password_min_length} characters"
+        if "\0" in password:
+            return "password contains NUL"
+        try:
+            password.encode("utf-8")
+        except UnicodeEncodeError:
+            return "password is not valid UTF-8"
+        if config.nocreate_file.exists():
+            return f"account creation switched off by {config.nocreate_file}"
+        limit = system_limit_reached(config, self.probe)
+        if limit is not None:
+            log.warning("new accounts refused: %s", limit)
+            return limit
+        return None
+
+    def create_account(self, address: str, password: str) -> str:
+        """Create the account unless a concurrent login did; return the stored hash."""
+        user_dir = self.config.user_dir(address)
+        user_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        hashed = SCHEME + sha512_crypt.using(rounds=HASH_ROUNDS).hash(password)
+        # The marker comes first so that no account is ever visible without it.
+        (user_dir / ENCRYPTION_MARKER).touch(mode=0o600)
+        temporary = user_dir / f".{PASSWORD_FILE}.{os.getpid()}.{secrets.token_hex(8)}"
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "w") as file:
+                file.write(hashed + "\n")
+                file.flush()
+                os.fsync(file.fileno())
+            # link() never replaces an existing file: of concurrent first logins
+            # exactly one wins, and the others read back the winner's hash.
+            os.link(temporary, user_dir / PASSWORD_FILE)
+        except FileExistsError:
+            stored = self.stored_hash(address)
+        else:
+            log.info("created account %s", address)
+            return hashed
+        finally:
+            temporary.unlink(missing_ok=True)
+        if stored is None:
+            raise RuntimeError(f"account {address} vanished while being created")
+        return stored
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python3 -m chatrelay.auth",
+        description="Dovecot dict passdb/userdb that creates accounts on first login.",
+    )
+    parser.add_argument("--config", type=Path, default=DEFAULT_PATH, help="relay.ini path")
+    parser.add_argument("--socket", required=True, help="unix socket to listen on")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        stream=sys.stderr, level=logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
+    server = AuthServer(load_config(args.config))
+    asyncio.run(server.serve(unix_listener(args.socket)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

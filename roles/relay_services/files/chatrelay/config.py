@@ -1,0 +1,91 @@
+"""The relay settings every service reads, from one INI file written by Ansible."""
+
+from __future__ import annotations
+
+import configparser
+import re
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+DEFAULT_PATH = Path("/etc/chatmail/relay.ini")
+SECTION = "relay"
+
+_SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+
+
+def parse_size(text: str) -> int:
+    """Parse '500M', '1G', '31457280' into bytes (binary units, as Dovecot does)."""
+    match = re.fullmatch(r"\s*(\d+)\s*([KMGT]?)B?\s*", str(text), re.IGNORECASE)
+    if not match:
+        raise ValueError(f"not a size: {text!r} (expected e.g. 500M, 1G or bytes)")
+    return int(match.group(1)) * _SIZE_UNITS[match.group(2).upper()]
+
+
+@dataclass(frozen=True)
+class Config:
+    mail_domain: str
+    mailboxes_dir: Path
+    vmail_uid: int = 5000
+    vmail_gid: int = 5000
+    username_min_length: int = 9
+    username_max_length: int = 9
+    password_min_length: int = 9
+    nocreate_file: Path = Path("/etc/chatmail-nocreate")
+    max_load_1m: float = 5.0
+    min_available_memory: int = 200 * 1024**2
+    min_free_disk_space: int = 1024**3
+    max_user_send_per_minute: int = 60
+    max_user_send_burst_size: int = 10
+    max_message_size: int = 31457280
+    max_mailbox_size: int = 500 * 1024**2
+    delete_mails_after: int = 20
+    delete_large_after: int = 7
+    delete_inactive_users_after: int = 90
+    filter_outgoing_port: int = 10080
+    filter_incoming_port: int = 10081
+    reinject_outgoing_port: int = 10025
+    reinject_incoming_port: int = 10026
+
+    @property
+    def address_suffix(self) -> str:
+        return "@" + self.mail_domain
+
+    def user_dir(self, address: str) -> Path:
+        return self.mailboxes_dir / address
+
+
+_SIZES = {"min_available_memory", "min_free_disk_space", "max_message_size", "max_mailbox_size"}
+
+
+def load(path: Path = DEFAULT_PATH) -> Config:
+    """Read the settings file; a missing or malformed value names the key."""
+    parser = configparser.ConfigParser(interpolation=None)
+    if not parser.read(path):
+        raise FileNotFoundError(f"relay settings not found: {path}")
+    if not parser.has_section(SECTION):
+        raise ValueError(f"{path}: missing [{SECTION}] section")
+    raw = dict(parser.items(SECTION))
+    values: dict[str, object] = {}
+    for field in fields(Config):
+        if field.name not in raw:
+            continue
+        text = raw.pop(field.name)
+        try:
+            if field.name in _SIZES:
+                values[field.name] = parse_size(text)
+            elif field.type in ("int",):
+                values[field.name] = int(text)
+            elif field.type == "float":
+                values[field.name] = float(text)
+            elif field.type == "Path":
+                values[field.name] = Path(text)
+            else:
+                values[field.name] = text
+        except ValueError as exc:
+            raise ValueError(f"{path}: [{SECTION}] {field.name} = {text!r}: {exc}") from None
+    if raw:
+        raise ValueError(f"{path}: unknown settings: {', '.join(sorted(raw))}")
+    for required in ("mail_domain", "mailboxes_dir"):
+        if required not in values:
+            raise ValueError(f"{path}: [{SECTION}] {required} is required")
+    return Config(**values)  # type: ignore[arg-type]

@@ -1,0 +1,99 @@
+"""Target of Dovecot's last_login plugin: records the day of each account's last login.
+
+The day lives in the mtime of the account's password file, truncated to the start of
+the UTC day on purpose: the relay keeps no exact login times. Expiry reads it back.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+from .auth import PASSWORD_FILE, is_account_address
+from .config import DEFAULT_PATH, Config
+from .config import load as load_config
+from .dictproto import Change, DictServer, split_namespace
+from .systemd import unix_listener
+
+log = logging.getLogger("chatrelay.lastlogin")
+
+DAY = 86400
+KEY_PREFIX = "last-login/"
+# A unix time in seconds has 10 digits until the year 2286; anything past this bound
+# came from a last_login_precision of ms, us or ns.
+_MAX_SECONDS = 10**11
+
+
+def start_of_day(timestamp: int) -> int:
+    """The UTC midnight at or before timestamp."""
+    return timestamp - timestamp % DAY
+
+
+def parse_timestamp(value: str, now: float) -> int:
+    try:
+        timestamp = int(value.strip())
+    except ValueError:
+        log.warning("last-login value %r is not a unix time; using the current time", value)
+        return int(now)
+    while timestamp > _MAX_SECONDS:
+        timestamp //= 1000
+    return timestamp
+
+
+class LastLoginServer(DictServer):
+    """Accepts last-login transactions and moves the password file's mtime to that day."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+
+    def commit(self, changes: list[Change], user: str) -> bool:
+        ok = True
+        for key, value in changes:
+            _, rest = split_namespace(key)
+            if not rest.startswith(KEY_PREFIX) or value is None:
+                log.warning("ignoring change of unexpected key %r", key)
+                continue
+            address = rest[len(KEY_PREFIX) :] or user
+            ok = self.record(address, parse_timestamp(value, time.time())) and ok
+        return ok
+
+    def record(self, address: str, timestamp: int) -> bool:
+        """Set the account's last-login day; False only if the file system refused."""
+        if not is_account_address(self.config, address):
+            log.debug("ignoring last login of non-account %r", address)
+            return True
+        day = start_of_day(timestamp)
+        try:
+            os.utime(self.config.user_dir(address) / PASSWORD_FILE, (day, day))
+        except FileNotFoundError:
+            # Not (or no longer) an account; nothing to remember.
+            return True
+        except OSError as exc:
+            log.error("cannot record last login of %s: %s", address, exc)
+            return False
+        return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python3 -m chatrelay.lastlogin",
+        description="Dovecot last_login dict that keeps the day of each account's last login.",
+    )
+    parser.add_argument("--config", type=Path, default=DEFAULT_PATH, help="relay.ini path")
+    parser.add_argument("--socket", required=True, help="unix socket to listen on")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        stream=sys.stderr, level=logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
+    server = LastLoginServer(load_config(args.config))
+    asyncio.run(server.serve(unix_listener(args.socket)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

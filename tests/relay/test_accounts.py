@@ -1,0 +1,100 @@
+"""Accounts are created by their first login, under the rules of SPEC §5."""
+
+from __future__ import annotations
+
+import imaplib
+import smtplib
+import socket
+import ssl
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from mailclient import imap_login, new_credentials, smtp_login, tls_context
+
+
+def test_first_login_creates_the_account_and_later_logins_work(relay_ip, domain, host):
+    address, password = new_credentials(domain)
+    assert not host.file(f"/home/vmail/mail/{domain}/{address}").exists
+
+    imap = imap_login(relay_ip, address, password)
+    assert imap.select("INBOX")[0] == "OK"
+    imap.logout()
+    account_dir = host.file(f"/home/vmail/mail/{domain}/{address}")
+    assert account_dir.is_directory
+    assert account_dir.user == "vmail"
+    assert host.file(f"{account_dir.path}/enforceE2EEincoming").exists
+    assert host.file(f"{account_dir.path}/password").content_string.startswith("{SHA512-CRYPT}")
+
+    imap_login(relay_ip, address, password).logout()
+    smtp_login(relay_ip, address, password).quit()
+
+
+def test_wrong_password_fails_and_does_not_overwrite(relay_ip, account, host, domain):
+    address, password = account
+    stored = host.file(f"/home/vmail/mail/{domain}/{address}/password").content_string
+    with pytest.raises(imaplib.IMAP4.error, match="AUTHENTICATIONFAILED"):
+        imap_login(relay_ip, address, password + "x")
+    with pytest.raises(smtplib.SMTPAuthenticationError):
+        smtp_login(relay_ip, address, password + "x")
+    assert host.file(f"/home/vmail/mail/{domain}/{address}/password").content_string == stored
+    imap_login(relay_ip, address, password).logout()
+
+
+@pytest.mark.parametrize(
+    "make_address, password",
+    [
+        pytest.param(lambda d: new_credentials(d)[0], "short", id="password too short"),
+        pytest.param(lambda d: new_credentials(d)[0].upper(), "longenough1", id="upper case"),
+        pytest.param(lambda d: new_credentials(d, length=8)[0], "longenough1", id="8 chars"),
+        pytest.param(lambda d: new_credentials(d, length=10)[0], "longenough1", id="10 chars"),
+        pytest.param(lambda d: "abc+defgh@" + d, "longenough1", id="bad character"),
+        pytest.param(lambda d: new_credentials("example.org")[0], "longenough1", id="other domain"),
+    ],
+)
+def test_unacceptable_new_accounts_are_refused(relay_ip, domain, host, make_address, password):
+    address = make_address(domain)
+    with pytest.raises(imaplib.IMAP4.error, match="AUTHENTICATIONFAILED"):
+        imap_login(relay_ip, address, password)
+    assert not host.file(f"/home/vmail/mail/{domain}/{address}").exists
+
+
+def test_concurrent_first_logins_create_one_account(relay_ip, domain, host):
+    address, password = new_credentials(domain)
+
+    def login(_):
+        imap = imap_login(relay_ip, address, password)
+        imap.logout()
+        return True
+
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        assert all(pool.map(login, range(10)))
+    listed = host.run(f"ls /home/vmail/mail/{domain}").stdout.split()
+    assert listed.count(address) == 1
+    assert host.file(f"/home/vmail/mail/{domain}/{address}/password").exists
+
+
+def test_kill_switch_stops_new_accounts_only(relay_ip, domain, host, account):
+    existing, password = account
+    host.run("touch /etc/chatmail-nocreate")
+    try:
+        address, new_password = new_credentials(domain)
+        with pytest.raises(imaplib.IMAP4.error, match="AUTHENTICATIONFAILED"):
+            imap_login(relay_ip, address, new_password)
+        imap_login(relay_ip, existing, password).logout()
+    finally:
+        host.run("rm -f /etc/chatmail-nocreate")
+    imap_login(relay_ip, address, new_password).logout()
+
+
+def test_imap_announces_a_chatmail_relay(relay_ip, account):
+    imap = imap_login(relay_ip, *account)
+    assert {"XCHATMAIL", "XDELTAPUSH"} <= set(imap.capabilities)
+    imap.logout()
+
+
+@pytest.mark.parametrize("port", [993, 465])
+def test_clients_need_tls_1_3(relay_ip, port):
+    context = tls_context()
+    context.maximum_version = ssl.TLSVersion.TLSv1_2
+    with socket.create_connection((relay_ip, port), timeout=10) as raw, pytest.raises(ssl.SSLError):
+        context.wrap_socket(raw)
