@@ -6,6 +6,7 @@ import imaplib
 import smtplib
 import socket
 import ssl
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -98,3 +99,15 @@ def test_clients_need_tls_1_3(relay_ip, port):
     context.maximum_version = ssl.TLSVersion.TLSv1_2
     with socket.create_connection((relay_ip, port), timeout=10) as raw, pytest.raises(ssl.SSLError):
         context.wrap_socket(raw)
+
+
+def test_login_records_only_the_day(relay_ip, account, host, domain):
+    password_file = f"/home/vmail/mail/{domain}/{account[0]}/password"
+    host.run(f"touch -d '2001-02-03 04:05:06 UTC' {password_file}")
+    imap_login(relay_ip, *account).logout()
+    deadline = time.monotonic() + 5
+    while (mtime := host.file(password_file).mtime.timestamp()) < 10**9 + 10**8:
+        assert time.monotonic() < deadline, "the login did not update the last-login day"
+        time.sleep(0.1)
+    assert mtime % 86400 == 0
+    assert time.time() - mtime < 86400
