@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -63,16 +64,58 @@ def account_creation_rate(ip: str, domain: str, count: int, clients: int) -> flo
 def report(name: str, seconds: list[float]) -> None:
     ms = [s * 1000 for s in seconds]
     print(
-        f"{name:<28} n={len(ms):<4} p50={statistics.median(ms):7.1f} ms  "
+        f"{name:<44} n={len(ms):<4} p50={statistics.median(ms):7.1f} ms  "
         f"p95={percentile(ms, 0.95):7.1f} ms  p99={percentile(ms, 0.99):7.1f} ms  "
         f"max={max(ms):7.1f} ms"
     )
 
 
+def container_relay(name: str) -> tuple[str, str, str]:
+    """IP address, mail domain and Dovecot version of a relay container."""
+    address_format = "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}"
+    ip = subprocess.run(
+        ["docker", "inspect", "--format", address_format, name],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+
+    def inside(*command: str) -> str:
+        return subprocess.run(
+            ["docker", "exec", name, *command], check=True, capture_output=True, text=True
+        ).stdout.strip()
+
+    return (
+        ip,
+        inside("cat", "/etc/mailname"),
+        inside("dpkg-query", "-W", "-f", "${Version}", "dovecot-core"),
+    )
+
+
+def compare(names: list[str], messages: int, gpg: Gpg) -> None:
+    """The same submit->IDLE measurement on several relays, one after the other."""
+    p50 = {}
+    for name in names:
+        ip, domain, version = container_relay(name)
+        latencies = submit_to_idle(ip, domain, messages, gpg)
+        report(f"{name} ({version})", latencies)
+        p50[name] = statistics.median(latencies)
+    fastest = min(p50, key=p50.get)
+    for name in names:
+        if name != fastest:
+            print(f"p50 {name} / {fastest}: {p50[name] / p50[fastest]:.1f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--ip", required=True, help="the relay's address")
-    parser.add_argument("--domain", required=True, help="the relay's mail domain")
+    parser.add_argument("--ip", help="the relay's address")
+    parser.add_argument("--domain", help="the relay's mail domain")
+    parser.add_argument(
+        "--compare",
+        nargs="+",
+        metavar="CONTAINER",
+        help="measure submit->IDLE on these relay containers side by side",
+    )
     parser.add_argument("--messages", type=int, default=50)
     parser.add_argument("--accounts", type=int, default=100)
     parser.add_argument("--clients", type=int, default=8)
@@ -80,6 +123,11 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as home:
         gpg = Gpg(Path(home) / "gnupg")
+        if args.compare:
+            compare(args.compare, args.messages, gpg)
+            return
+        if not (args.ip and args.domain):
+            parser.error("--ip and --domain are required without --compare")
         report("submit->IDLE latency", submit_to_idle(args.ip, args.domain, args.messages, gpg))
     rate = account_creation_rate(args.ip, args.domain, args.accounts, args.clients)
     print(

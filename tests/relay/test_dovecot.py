@@ -1,0 +1,36 @@
+"""The relay runs the Dovecot it was deployed with, and no stale binary."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+SOURCE = os.environ.get("CHATMAIL_DOVECOT_SOURCE", "chatmail")
+
+
+@pytest.mark.skipif(SOURCE == "debian", reason="stock Dovecot is neither patched nor pinned")
+@pytest.mark.parametrize("package", ["dovecot-core", "dovecot-imapd", "dovecot-lmtpd"])
+def test_patched_dovecot_is_installed_and_pinned(host, package):
+    version = host.package(package).version
+    if SOURCE == "build":
+        assert version.endswith("+chatmail1"), version
+    else:
+        assert version == "1:2.3.21+dfsg1-3", version
+    policy = host.run(f"apt-cache policy {package}").stdout
+    debian_versions = [
+        line
+        for line in policy.splitlines()
+        if line.strip().startswith("1:") and "chatmail" not in line
+    ]
+    # Debian's own versions may be listed, but never with a priority apt would install.
+    assert all(line.rstrip().endswith(" -1") for line in debian_versions), policy
+
+
+def test_running_dovecot_is_the_installed_binary(host):
+    pid = host.file("/run/dovecot/master.pid").content_string.strip()
+    exe = host.run(f"readlink /proc/{pid}/exe").stdout.strip()
+    assert exe == "/usr/sbin/dovecot"
+    started = host.run(f"stat -c %Y /proc/{pid}").stdout.strip()
+    installed = host.run("stat -c %Y /usr/sbin/dovecot").stdout.strip()
+    assert int(started) >= int(installed)
