@@ -21,6 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "relay"))
 
 from mailclient import Gpg, Idle, imap_login, new_credentials, pgp_mime, smtp_login
+from testbed import container_address
 
 BURST = 10  # messages a sender may submit without waiting (the relay's default)
 
@@ -72,13 +73,6 @@ def report(name: str, seconds: list[float]) -> None:
 
 def container_relay(name: str) -> tuple[str, str, str]:
     """IP address, mail domain and Dovecot version of a relay container."""
-    address_format = "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}"
-    ip = subprocess.run(
-        ["docker", "inspect", "--format", address_format, name],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
 
     def inside(*command: str) -> str:
         return subprocess.run(
@@ -86,7 +80,7 @@ def container_relay(name: str) -> tuple[str, str, str]:
         ).stdout.strip()
 
     return (
-        ip,
+        container_address(name),
         inside("cat", "/etc/mailname"),
         inside("dpkg-query", "-W", "-f", "${Version}", "dovecot-core"),
     )

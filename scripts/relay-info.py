@@ -3,23 +3,17 @@
 
 from __future__ import annotations
 
-import json
 import secrets
 import shutil
 import string
 import subprocess
 import sys
+from pathlib import Path
 from urllib.parse import quote
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "relay"))
 
-def container_ip(name: str) -> str:
-    out = subprocess.run(
-        ["docker", "inspect", "--format", "{{json .NetworkSettings.Networks}}", name],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    return next(net["IPAddress"] for net in json.loads(out).values() if net.get("IPAddress"))
+from testbed import container_address
 
 
 def dclogin_url(address: str, password: str, server: str) -> str:
@@ -38,7 +32,7 @@ def dclogin_url(address: str, password: str, server: str) -> str:
 
 
 def main(name: str, domain: str) -> None:
-    ip = container_ip(name)
+    ip = container_address(name)
     local = "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(9))
     address, password = f"{local}@{domain}", secrets.token_urlsafe(12)
     url = dclogin_url(address, password, ip)

@@ -8,25 +8,28 @@ with testinfra.
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import testinfra
 from mailclient import Gpg, imap_login, new_credentials
+from testbed import container_address
 
 sys.path.insert(0, str(Path(__file__).parent))
 
 
+def required_env(name: str, meaning: str) -> str:
+    value = os.environ.get(name)
+    if not value:
+        pytest.fail(f"{name} must name {meaning}")
+    return value
+
+
 @pytest.fixture(scope="session")
 def container() -> str:
-    name = os.environ.get("CHATMAIL_RELAY_CONTAINER")
-    if not name:
-        pytest.fail("CHATMAIL_RELAY_CONTAINER must name the relay container under test")
-    return name
+    return required_env("CHATMAIL_RELAY_CONTAINER", "the relay container under test")
 
 
 @pytest.fixture(scope="session")
@@ -36,24 +39,13 @@ def host(container):
 
 @pytest.fixture(scope="session")
 def relay_ip(container) -> str:
-    out = subprocess.run(
-        ["docker", "inspect", "--format", "{{json .NetworkSettings.Networks}}", container],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    addresses = [net["IPAddress"] for net in json.loads(out).values() if net.get("IPAddress")]
-    assert addresses, f"container {container} has no IP address"
-    return addresses[0]
+    return container_address(container)
 
 
 @pytest.fixture(scope="session")
 def domain() -> str:
-    """The mail domain the relay was deployed for (CHATMAIL_RELAY_DOMAIN)."""
-    name = os.environ.get("CHATMAIL_RELAY_DOMAIN")
-    if not name:
-        pytest.fail("CHATMAIL_RELAY_DOMAIN must name the relay's mail domain")
-    return name
+    """The mail domain the relay was deployed for."""
+    return required_env("CHATMAIL_RELAY_DOMAIN", "the relay's mail domain")
 
 
 @pytest.fixture(scope="session")

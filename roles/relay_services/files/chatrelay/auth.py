@@ -7,8 +7,6 @@ password against the returned hash itself, so a wrong password simply fails ther
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import json
 import logging
 import os
@@ -20,10 +18,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import DEFAULT_PATH, Config
-from .config import load as load_config
-from .dictproto import DictServer, split_namespace
-from .systemd import unix_listener
+from .config import Config
+from .dictproto import DictServer, run_service, split_namespace
 
 with warnings.catch_warnings():
     # passlib 1.7.4 imports the crypt module, which Python 3.11 flags as deprecated.
@@ -249,19 +245,12 @@ class AuthServer(DictServer):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python3 -m chatrelay.auth",
-        description="Dovecot dict passdb/userdb that creates accounts on first login.",
+    return run_service(
+        AuthServer,
+        "python3 -m chatrelay.auth",
+        "Dovecot dict passdb/userdb that creates accounts on first login.",
+        argv,
     )
-    parser.add_argument("--config", type=Path, default=DEFAULT_PATH, help="relay.ini path")
-    parser.add_argument("--socket", required=True, help="unix socket to listen on")
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        stream=sys.stderr, level=logging.INFO, format="%(levelname)s %(name)s: %(message)s"
-    )
-    server = AuthServer(load_config(args.config))
-    asyncio.run(server.serve(unix_listener(args.socket)))
-    return 0
 
 
 if __name__ == "__main__":

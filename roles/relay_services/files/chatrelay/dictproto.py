@@ -7,13 +7,20 @@ this module does the parsing, the per-connection transactions and the replies.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import logging
 import re
 import socket
+import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
+
+from .config import DEFAULT_PATH, Config
+from .config import load as load_config
+from .systemd import unix_listener
 
 log = logging.getLogger(__name__)
 
@@ -329,3 +336,22 @@ async def _skip_rest_of_line(reader: asyncio.StreamReader) -> bool:
             return False
         except asyncio.LimitOverrunError as exc:
             await reader.read(exc.consumed)
+
+
+def run_service(
+    server_class: Callable[[Config], DictServer],
+    prog: str,
+    description: str,
+    argv: list[str] | None = None,
+) -> int:
+    """Command line of a dict service: read the settings, serve on the socket."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--config", type=Path, default=DEFAULT_PATH, help="relay.ini path")
+    parser.add_argument("--socket", required=True, help="unix socket to listen on")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        stream=sys.stderr, level=logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
+    server = server_class(load_config(args.config))
+    asyncio.run(server.serve(unix_listener(args.socket)))
+    return 0

@@ -6,19 +6,14 @@ the UTC day on purpose: the relay keeps no exact login times. Expiry reads it ba
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import logging
 import os
 import sys
 import time
-from pathlib import Path
 
 from .auth import PASSWORD_FILE, is_account_address
-from .config import DEFAULT_PATH, Config
-from .config import load as load_config
-from .dictproto import Change, DictServer, split_namespace
-from .systemd import unix_listener
+from .config import Config
+from .dictproto import Change, DictServer, run_service, split_namespace
 
 log = logging.getLogger("chatrelay.lastlogin")
 
@@ -80,19 +75,12 @@ class LastLoginServer(DictServer):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python3 -m chatrelay.lastlogin",
-        description="Dovecot last_login dict that keeps the day of each account's last login.",
+    return run_service(
+        LastLoginServer,
+        "python3 -m chatrelay.lastlogin",
+        "Dovecot last_login dict that keeps the day of each account's last login.",
+        argv,
     )
-    parser.add_argument("--config", type=Path, default=DEFAULT_PATH, help="relay.ini path")
-    parser.add_argument("--socket", required=True, help="unix socket to listen on")
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        stream=sys.stderr, level=logging.INFO, format="%(levelname)s %(name)s: %(message)s"
-    )
-    server = LastLoginServer(load_config(args.config))
-    asyncio.run(server.serve(unix_listener(args.socket)))
-    return 0
 
 
 if __name__ == "__main__":
