@@ -49,6 +49,15 @@ def smtp_login(host: str, address: str, password: str, port: int = 465) -> smtpl
     return smtp
 
 
+def submit(host: str, account: tuple[str, str], recipient: str, message: bytes, port: int = 465):
+    """Submit one message as the account; return the refused recipients and our address."""
+    smtp = smtp_login(host, *account, port=port)
+    try:
+        return smtp.sendmail(account[0], [recipient], message), smtp.sock.getsockname()[0]
+    finally:
+        smtp.quit()
+
+
 def cleartext_message(sender: str, recipient: str, subject: str = "hello") -> bytes:
     msg = EmailMessage()
     msg["From"] = sender

@@ -11,7 +11,7 @@ import dkim
 import dns.message
 import dns.query
 import dns.rdatatype
-from mailclient import pgp_mime, smtp_login, wait_for_messages
+from mailclient import pgp_mime, submit, wait_for_messages
 
 
 def public_key_record(host, selector: str) -> bytes:
@@ -36,11 +36,7 @@ def test_outgoing_mail_is_signed(relay_ip, account, domain, host, gpg):
     # An unresolvable domain bounces at once; the bounce returns the message
     # exactly as it left, signature included.
     remote = "someone@nowhere.invalid"
-    smtp = smtp_login(relay_ip, *account)
-    try:
-        smtp.sendmail(account[0], [remote], pgp_mime(account[0], remote, gpg.encrypt("signed")))
-    finally:
-        smtp.quit()
+    submit(relay_ip, account, remote, pgp_mime(account[0], remote, gpg.encrypt("signed")))
     [bounce] = wait_for_messages(relay_ip, *account, count=1)
     parsed = email.message_from_bytes(bounce, policy=email.policy.compat32)
     [returned] = [
@@ -66,11 +62,7 @@ def test_outgoing_mail_is_signed(relay_ip, account, domain, host, gpg):
 
 def test_bounce_for_an_unknown_local_user_is_signed(relay_ip, account, domain, host, gpg):
     unknown = f"nobody0{account[0][7:9]}@{domain}"
-    smtp = smtp_login(relay_ip, *account)
-    try:
-        smtp.sendmail(account[0], [unknown], pgp_mime(account[0], unknown, gpg.encrypt("hello?")))
-    finally:
-        smtp.quit()
+    submit(relay_ip, account, unknown, pgp_mime(account[0], unknown, gpg.encrypt("hello?")))
     [bounce] = wait_for_messages(relay_ip, *account, count=1)
     assert b"Undelivered Mail Returned to Sender" in bounce
     # Local delivery strips signatures, so the signer's own log tells.

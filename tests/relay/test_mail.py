@@ -13,6 +13,7 @@ from mailclient import (
     new_credentials,
     pgp_mime,
     smtp_login,
+    submit,
     tls_context,
     wait_for_messages,
 )
@@ -30,14 +31,6 @@ def reply_to(send) -> tuple[int, bytes]:
         [(code, text)] = error.recipients.values()
         return code, text
     return 250, b""
-
-
-def submit(relay_ip, account, recipient, message, port=465):
-    smtp = smtp_login(relay_ip, *account, port=port)
-    try:
-        return smtp.sendmail(account[0], [recipient], message), smtp.sock.getsockname()[0]
-    finally:
-        smtp.quit()
 
 
 def test_cleartext_to_a_remote_address_is_refused(relay_ip, account):

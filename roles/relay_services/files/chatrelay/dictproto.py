@@ -201,25 +201,21 @@ class DictSession:
         return trans
 
     def _set(self, args: list[str]) -> str:
-        trans = self._transaction(args, "set")
-        if trans is None:
-            return ""
-        if len(args) < 3:
-            log.warning("dict set without key or value in transaction %s", args[0])
-            trans.error = "malformed set"
-            return ""
-        trans.changes.append((args[1], args[2]))
-        return ""
+        return self._record_change(args, "set", with_value=True)
 
     def _unset(self, args: list[str]) -> str:
-        trans = self._transaction(args, "unset")
+        return self._record_change(args, "unset", with_value=False)
+
+    def _record_change(self, args: list[str], what: str, with_value: bool) -> str:
+        """Queue a set (key, value) or unset (key, None) in its transaction; no reply."""
+        trans = self._transaction(args, what)
         if trans is None:
             return ""
-        if len(args) < 2:
-            log.warning("dict unset without key in transaction %s", args[0])
-            trans.error = "malformed unset"
+        if len(args) < (3 if with_value else 2):
+            log.warning("dict %s without key or value in transaction %s", what, args[0])
+            trans.error = f"malformed {what}"
             return ""
-        trans.changes.append((args[1], None))
+        trans.changes.append((args[1], args[2] if with_value else None))
         return ""
 
     def _atomic_inc(self, args: list[str]) -> str:
