@@ -19,6 +19,7 @@ BIN = Path(sys.executable).parent
         ("filter", "chatmail.relay.zone_records", "chatmail.relay.zone_records }}"),
         ("filter", "chatmail.relay.zone_file", "chatmail.relay.zone_file }}"),
         ("lookup", "chatmail.relay.secret", "lookup('chatmail.relay.secret', 'turn'"),
+        ("module", "chatmail.relay.dns_check", "chatmail.relay.dns_check:"),
     ],
 )
 def test_ansible_doc_prints_documentation_with_examples(plugin_type, name, expected):
