@@ -45,6 +45,22 @@ class Config:
     filter_incoming_port: int = 10081
     reinject_outgoing_port: int = 10025
     reinject_incoming_port: int = 10026
+    # Metadata service: push notifications (SPEC section 7).
+    push_gateway_url: str = "https://notifications.delta.chat/notify"
+    push_queue_dir: Path = Path("/var/lib/chatmail/push")
+    push_concurrency: int = 8
+    # Seconds after its first enqueue that an undelivered notification is dropped.
+    push_give_up_after: int = 5 * 3600
+    push_token_expiry_days: int = 90
+    # Metadata service: server-wide keys a client reads (TURN, iroh relay, limits).
+    turn_secret_file: Path = Path("/etc/chatmail/turn-secret")
+    # Empty means mail_domain.
+    turn_host: str = ""
+    turn_port: int = 3478
+    # Seconds a TURN credential stays valid after it was handed out.
+    turn_credential_lifetime: int = 5 * 86400
+    iroh_relay: str = ""
+    max_smtp_recipients: int = 1000
 
     @property
     def address_suffix(self) -> str:
@@ -53,17 +69,34 @@ class Config:
     def user_dir(self, address: str) -> Path:
         return self.mailboxes_dir / address
 
+    @property
+    def turn_hostname(self) -> str:
+        return self.turn_host or self.mail_domain
+
 
 _SIZES = {"min_available_memory", "min_free_disk_space", "max_message_size", "max_mailbox_size"}
 
 
+def extra_files(path: Path) -> list[Path]:
+    """Settings files of other roles, read after the main one: <dir>/<name>.d/*.ini."""
+    return sorted((path.parent / f"{path.stem}.d").glob("*.ini"))
+
+
 def load(path: Path = DEFAULT_PATH) -> Config:
-    """Read the settings file; a missing or malformed value names the key."""
+    """Read the settings file and its .d directory; a missing or malformed value names the key."""
     parser = configparser.ConfigParser(interpolation=None)
     if not parser.read(path):
         raise FileNotFoundError(f"relay settings not found: {path}")
+    extras = extra_files(path)
+    for extra in extras:
+        try:
+            parser.read(extra)
+        except configparser.Error as exc:
+            raise ValueError(f"{extra}: {exc}") from None
+    # Errors name every file a value may have come from.
+    where = ", ".join(str(p) for p in (path, *extras))
     if not parser.has_section(SECTION):
-        raise ValueError(f"{path}: missing [{SECTION}] section")
+        raise ValueError(f"{where}: missing [{SECTION}] section")
     raw = dict(parser.items(SECTION))
     values: dict[str, object] = {}
     for field in fields(Config):
@@ -82,10 +115,10 @@ def load(path: Path = DEFAULT_PATH) -> Config:
             else:
                 values[field.name] = text
         except ValueError as exc:
-            raise ValueError(f"{path}: [{SECTION}] {field.name} = {text!r}: {exc}") from None
+            raise ValueError(f"{where}: [{SECTION}] {field.name} = {text!r}: {exc}") from None
     if raw:
-        raise ValueError(f"{path}: unknown settings: {', '.join(sorted(raw))}")
+        raise ValueError(f"{where}: unknown settings: {', '.join(sorted(raw))}")
     for required in ("mail_domain", "mailboxes_dir"):
         if required not in values:
-            raise ValueError(f"{path}: [{SECTION}] {required} is required")
+            raise ValueError(f"{where}: [{SECTION}] {required} is required")
     return Config(**values)  # type: ignore[arg-type]
