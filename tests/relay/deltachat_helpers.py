@@ -67,8 +67,11 @@ def new_credentials(domain: str) -> tuple[str, str]:
     return f"{local}@{domain}", secrets.token_urlsafe(12)
 
 
-def login_params(relay_ip: str, address: str, password: str) -> dict[str, Any]:
-    """Explicit IMAP 993 / SMTP 465 over TLS at the relay's IP, any certificate accepted.
+def login_params(
+    relay_ip: str, address: str, password: str, imap_port: int = 993, smtp_port: int = 465
+) -> dict[str, Any]:
+    """Explicit IMAP 993 / SMTP 465 (or the given ports) over TLS at the relay's IP, any
+    certificate accepted.
 
     The mail domain of a test relay does not resolve, so servers are named by IP; the
     relay's certificate is self-signed, so it cannot be checked.
@@ -77,10 +80,10 @@ def login_params(relay_ip: str, address: str, password: str) -> dict[str, Any]:
         "addr": address,
         "password": password,
         "imapServer": relay_ip,
-        "imapPort": 993,
+        "imapPort": imap_port,
         "imapSecurity": "ssl",
         "smtpServer": relay_ip,
-        "smtpPort": 465,
+        "smtpPort": smtp_port,
         "smtpSecurity": "ssl",
         "certificateChecks": "acceptInvalidCertificates",
     }
@@ -138,10 +141,16 @@ def wait_for_kind(account: Account, kind: EventType, timeout: float) -> AttrDict
     return wait_for_event(account, lambda event: event.kind == kind, timeout)
 
 
-def configure(account: Account, relay_ip: str, domain: str, timeout: float) -> str:
-    """Configure an unconfigured account with a fresh address; return the address."""
+def configure(
+    account: Account, relay_ip: str, domain: str, timeout: float, port: int | None = None
+) -> str:
+    """Configure an unconfigured account with a fresh address; return the address.
+
+    With `port`, IMAP and SMTP both use that one port (443: ALPN decides).
+    """
     address, password = new_credentials(domain)
-    params = login_params(relay_ip, address, password)
+    ports = {"imap_port": port, "smtp_port": port} if port else {}
+    params = login_params(relay_ip, address, password, **ports)
     within(timeout, account.manager.rpc.add_or_update_transport, account.id, params)
     return address
 
@@ -153,11 +162,15 @@ def bring_online(account: Account, timeout: float) -> None:
 
 
 def new_online_account(
-    dc: DeltaChat, relay_ip: str, domain: str, timeout: float = CONFIGURE_TIMEOUT
+    dc: DeltaChat,
+    relay_ip: str,
+    domain: str,
+    timeout: float = CONFIGURE_TIMEOUT,
+    port: int | None = None,
 ) -> Account:
-    """A fresh account on the relay, configured and IDLE."""
+    """A fresh account on the relay, configured (on one port, if given) and IDLE."""
     account = dc.add_account()
-    configure(account, relay_ip, domain, timeout)
+    configure(account, relay_ip, domain, timeout, port)
     bring_online(account, timeout)
     return account
 

@@ -26,11 +26,9 @@ from chatrelay import metadata, push
 from chatrelay.config import Config
 from chatrelay.metadata import MetadataServer
 from dict_client import DictClient, RunningServer, request
-from test_push import FakeClock, FakeSender, Gateway
+from test_push import ADDRESS, DOMAIN, OTHER, FakeClock, FakeSender, Gateway
+from test_push import make_config as push_config
 
-DOMAIN = "example.org"
-ADDRESS = f"abcdefghi@{DOMAIN}"
-OTHER = f"jklmnopqr@{DOMAIN}"
 GUID = "43f5f508a7ea0366dff30200c15250e3"
 TOKEN_KEY = f"priv/{GUID}/devicetoken"
 MESSAGE_NEW_KEY = f"priv/{GUID}/messagenew"
@@ -47,15 +45,13 @@ FILES = Path(__file__).resolve().parents[3] / "roles" / "relay_services" / "file
 
 
 def make_config(tmp_path: Path, **settings: object) -> Config:
-    mailboxes = tmp_path / DOMAIN
-    for address in (ADDRESS, OTHER):
-        (mailboxes / address).mkdir(parents=True, exist_ok=True)
-    (tmp_path / "push").mkdir(exist_ok=True)
+    """The push tests' relay, with a TURN secret and the default push concurrency."""
     secret = tmp_path / "turn-secret"
     if not secret.exists():
         secret.write_text(f"  {SECRET}\n")
-    settings = {"push_queue_dir": tmp_path / "push", "turn_secret_file": secret, **settings}
-    return Config(mail_domain=DOMAIN, mailboxes_dir=mailboxes, **settings)  # type: ignore[arg-type]
+    return push_config(
+        tmp_path, turn_secret_file=secret, push_concurrency=Config.push_concurrency, **settings
+    )
 
 
 @pytest.fixture

@@ -61,6 +61,11 @@ class Config:
     turn_credential_lifetime: int = 5 * 86400
     iroh_relay: str = ""
     max_smtp_recipients: int = 1000
+    # Where the TLS certificate comes from: acme, self_signed or external. Clients of a
+    # self_signed relay must be told to accept its certificate.
+    tls_mode: str = "acme"
+    # The /new service (credentials for a new account), behind nginx on 127.0.0.1.
+    new_account_port: int = 10090
 
     @property
     def address_suffix(self) -> str:
@@ -75,6 +80,7 @@ class Config:
 
 
 _SIZES = {"min_available_memory", "min_free_disk_space", "max_message_size", "max_mailbox_size"}
+_CHOICES = {"tls_mode": ("acme", "self_signed", "external")}
 
 
 def extra_files(path: Path) -> list[Path]:
@@ -112,6 +118,8 @@ def load(path: Path = DEFAULT_PATH) -> Config:
                 values[field.name] = float(text)
             elif field.type == "Path":
                 values[field.name] = Path(text)
+            elif field.name in _CHOICES and text not in _CHOICES[field.name]:
+                raise ValueError(f"expected one of {', '.join(_CHOICES[field.name])}")
             else:
                 values[field.name] = text
         except ValueError as exc:

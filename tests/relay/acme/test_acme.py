@@ -1,0 +1,102 @@
+"""The relay's certificate comes from the ACME server (Pebble), everywhere, and renews."""
+
+from __future__ import annotations
+
+import os
+import socket
+import ssl
+import urllib.request
+
+import pytest
+from cryptography import x509
+from testbed import container_address
+
+# (port, how TLS starts, ALPN): every way a client reaches the relay over TLS.
+ENDPOINTS = [
+    (993, "tls", None),
+    (465, "tls", None),
+    (25, "smtp-starttls", None),
+    (587, "smtp-starttls", None),
+    (143, "imap-starttls", None),
+    (443, "tls", "imap"),
+    (443, "tls", "smtp"),
+    (443, "tls", None),
+]
+IDS = [f"{port}-{alpn or how}" for port, how, alpn in ENDPOINTS]
+
+
+def pebble_pem(path: str) -> str:
+    """Pebble's issuing root or intermediate, from its management API."""
+    context = ssl.create_default_context(cafile=os.environ["CHATMAIL_PEBBLE_LISTENER_CA"])
+    context.check_hostname = False  # the listener's name only resolves inside containers
+    address = container_address(os.environ["CHATMAIL_PEBBLE"])
+    with urllib.request.urlopen(f"https://{address}:15000{path}", context=context) as response:
+        return response.read().decode()
+
+
+@pytest.fixture(scope="module")
+def pebble_root() -> str:
+    """Pebble's root only: the relay must send the intermediate itself."""
+    return pebble_pem("/roots/0")
+
+
+def _read_reply(sock: socket.socket, final: bytes) -> None:
+    data = b""
+    while not any(line.startswith(final) for line in data.split(b"\r\n")):
+        chunk = sock.recv(4096)
+        if not chunk:
+            raise ConnectionError(f"closed before {final!r}: {data!r}")
+        data += chunk
+
+
+def served_certificate(
+    address: str, port: int, how: str, alpn: str | None, name: str, root: str
+) -> x509.Certificate:
+    """The certificate the relay presents there, verified for `name` against `root`."""
+    context = ssl.create_default_context(cadata=root)
+    if alpn:
+        context.set_alpn_protocols([alpn])
+    with socket.create_connection((address, port), timeout=30) as sock:
+        if how == "smtp-starttls":
+            _read_reply(sock, b"220 ")
+            sock.sendall(b"EHLO tester.example\r\n")
+            _read_reply(sock, b"250 ")
+            sock.sendall(b"STARTTLS\r\n")
+            _read_reply(sock, b"220 ")
+        elif how == "imap-starttls":
+            _read_reply(sock, b"* OK")
+            sock.sendall(b"a STARTTLS\r\n")
+            _read_reply(sock, b"a OK")
+        with context.wrap_socket(sock, server_hostname=name) as tls:
+            return x509.load_der_x509_certificate(tls.getpeercert(binary_form=True))
+
+
+def installed_certificate(host) -> x509.Certificate:
+    return x509.load_pem_x509_certificate(host.file("/etc/chatmail/tls/fullchain.pem").content)
+
+
+def test_the_certificate_names_the_relay_and_comes_from_the_acme_server(host, domain):
+    cert = installed_certificate(host)
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert sorted(names.get_values_for_type(x509.DNSName)) == sorted(
+        [domain, f"www.{domain}", f"mta-sts.{domain}"]
+    )
+    assert "Pebble" in cert.issuer.rfc4514_string()
+    assert cert.public_key().curve.name == "secp256r1"
+
+
+@pytest.mark.parametrize(("port", "how", "alpn"), ENDPOINTS, ids=IDS)
+def test_every_service_presents_it(relay_ip, domain, host, pebble_root, port, how, alpn):
+    served = served_certificate(relay_ip, port, how, alpn, domain, pebble_root)
+    assert served.serial_number == installed_certificate(host).serial_number
+
+
+def test_a_renewal_reaches_every_service(relay_ip, domain, host, pebble_root):
+    before = installed_certificate(host).serial_number
+    # certbot's own timer service; Pebble's 10-day certificates are always due.
+    host.run_test("systemctl start certbot.service")
+    after = installed_certificate(host).serial_number
+    assert after != before, "certbot renewed nothing"
+    for port, how, alpn in ENDPOINTS:
+        served = served_certificate(relay_ip, port, how, alpn, domain, pebble_root)
+        assert served.serial_number == after, f"port {port} ({alpn or how}) serves the old one"
