@@ -39,6 +39,8 @@ def main(name: str, domain: str) -> None:
     print()
     print(f"relay {domain} is running in container {name} at {ip}")
     print(f"  IMAP {ip}:993 (TLS), {ip}:143 (STARTTLS); SMTP {ip}:465 (TLS), {ip}:587 (STARTTLS)")
+    print(f"  IMAP and SMTP also on {ip}:443 (TLS, by ALPN); TURN {ip}:3478 (UDP, TCP)")
+    print(f"  web:    https://{ip}/ (self-signed certificate; /new hands out accounts)")
     print(f"  shell:  docker exec -it {name} bash")
     print(f"  logs:   docker exec {name} journalctl -f")
     print()

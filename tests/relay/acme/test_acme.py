@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import imaplib
 import os
 import socket
 import ssl
@@ -9,6 +10,7 @@ import urllib.request
 
 import pytest
 from cryptography import x509
+from mailclient import tls_context
 from testbed import container_address
 
 # (port, how TLS starts, ALPN): every way a client reaches the relay over TLS.
@@ -91,12 +93,17 @@ def test_every_service_presents_it(relay_ip, domain, host, pebble_root, port, ho
     assert served.serial_number == installed_certificate(host).serial_number
 
 
-def test_a_renewal_reaches_every_service(relay_ip, domain, host, pebble_root):
+def test_a_renewal_reaches_every_service(relay_ip, domain, host, pebble_root, account):
     before = installed_certificate(host).serial_number
+    # A client connected before the renewal keeps its connection.
+    imap = imaplib.IMAP4_SSL(relay_ip, 993, ssl_context=tls_context(), timeout=30)
+    imap.login(*account)
     # certbot's own timer service; Pebble's 10-day certificates are always due.
     host.run_test("systemctl start certbot.service")
     after = installed_certificate(host).serial_number
     assert after != before, "certbot renewed nothing"
+    assert imap.noop()[0] == "OK"
+    imap.logout()
     for port, how, alpn in ENDPOINTS:
         served = served_certificate(relay_ip, port, how, alpn, domain, pebble_root)
         assert served.serial_number == after, f"port {port} ({alpn or how}) serves the old one"
