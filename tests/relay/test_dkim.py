@@ -48,6 +48,7 @@ def test_outgoing_mail_is_signed(relay_ip, account, domain, host, gpg):
     assert signature, "the message left without a DKIM signature"
     tags = dict(re.findall(r"\b([a-z]+)=([^;\s]+)", signature))
     assert tags["d"] == domain
+    assert tags["s"] == os.environ.get("CHATMAIL_DKIM_SELECTOR", tags["s"])
     # With a DNS server for the domain (the dns scenario), the key as published;
     # otherwise the key as installed on the relay.
     server = os.environ.get("CHATMAIL_DNS_SERVER")
@@ -68,6 +69,7 @@ def test_bounce_for_an_unknown_local_user_is_signed(relay_ip, account, domain, h
     # Local delivery strips signatures, so the signer's own log tells.
     log = host.run("journalctl --no-pager -o cat -u postfix@- -u opendkim --since -2min").stdout
     [bounce_id] = re.findall(r"sender non-delivery notification: (\w+)", log)[-1:]
+    selector = re.escape(os.environ.get("CHATMAIL_DKIM_SELECTOR", "")) or r"\w+"
     assert re.search(
-        rf"{bounce_id}: DKIM-Signature field added \(s=\w+, d={re.escape(domain)}\)", log
+        rf"{bounce_id}: DKIM-Signature field added \(s={selector}, d={re.escape(domain)}\)", log
     )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import imaplib
 import os
-import socket
 import ssl
 import urllib.request
 
@@ -12,19 +11,7 @@ import pytest
 from cryptography import x509
 from mailclient import tls_context
 from testbed import container_address
-
-# (port, how TLS starts, ALPN): every way a client reaches the relay over TLS.
-ENDPOINTS = [
-    (993, "tls", None),
-    (465, "tls", None),
-    (25, "smtp-starttls", None),
-    (587, "smtp-starttls", None),
-    (143, "imap-starttls", None),
-    (443, "tls", "imap"),
-    (443, "tls", "smtp"),
-    (443, "tls", None),
-]
-IDS = [f"{port}-{alpn or how}" for port, how, alpn in ENDPOINTS]
+from tlsprobe import ENDPOINTS, IDS, served_certificate
 
 
 def pebble_pem(path: str) -> str:
@@ -40,37 +27,6 @@ def pebble_pem(path: str) -> str:
 def pebble_root() -> str:
     """Pebble's root only: the relay must send the intermediate itself."""
     return pebble_pem("/roots/0")
-
-
-def _read_reply(sock: socket.socket, final: bytes) -> None:
-    data = b""
-    while not any(line.startswith(final) for line in data.split(b"\r\n")):
-        chunk = sock.recv(4096)
-        if not chunk:
-            raise ConnectionError(f"closed before {final!r}: {data!r}")
-        data += chunk
-
-
-def served_certificate(
-    address: str, port: int, how: str, alpn: str | None, name: str, root: str
-) -> x509.Certificate:
-    """The certificate the relay presents there, verified for `name` against `root`."""
-    context = ssl.create_default_context(cadata=root)
-    if alpn:
-        context.set_alpn_protocols([alpn])
-    with socket.create_connection((address, port), timeout=30) as sock:
-        if how == "smtp-starttls":
-            _read_reply(sock, b"220 ")
-            sock.sendall(b"EHLO tester.example\r\n")
-            _read_reply(sock, b"250 ")
-            sock.sendall(b"STARTTLS\r\n")
-            _read_reply(sock, b"220 ")
-        elif how == "imap-starttls":
-            _read_reply(sock, b"* OK")
-            sock.sendall(b"a STARTTLS\r\n")
-            _read_reply(sock, b"a OK")
-        with context.wrap_socket(sock, server_hostname=name) as tls:
-            return x509.load_der_x509_certificate(tls.getpeercert(binary_form=True))
 
 
 def installed_certificate(host) -> x509.Certificate:

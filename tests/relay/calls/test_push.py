@@ -153,7 +153,7 @@ def test_pending_notifications_survive_a_restart_of_the_host(
     relay_ip, account, sender, gpg, answering, host, container
 ):
     token = queue_after_refusal(relay_ip, account, sender, gpg, answering, host)
-    subprocess.run(["docker", "restart", "--time", "30", container], check=True)
+    subprocess.run(["docker", "restart", "-t", "30", container], check=True)
     answering.answer(200)
     statuses = refused_then_delivered(answering, token, timeout=60)
     assert statuses[-1] == 200 and set(statuses[:-1]) == {500}, statuses
