@@ -10,7 +10,15 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from mailclient import imap_login, new_credentials, smtp_login, tls_context
+from mailclient import (
+    imap_login,
+    new_credentials,
+    pgp_mime,
+    smtp_login,
+    submit,
+    tls_context,
+    wait_for_messages,
+)
 
 
 def test_first_login_creates_the_account_and_later_logins_work(relay_ip, domain, host):
@@ -111,3 +119,32 @@ def test_login_records_only_the_day(relay_ip, account, host, domain):
         time.sleep(0.1)
     assert mtime % 86400 == 0
     assert time.time() - mtime < 86400
+
+
+def test_an_account_deleted_by_expiry_gets_no_more_mail(relay_ip, domain, host, account, gpg):
+    """Dovecot's auth cache must not keep a deleted account alive."""
+    address, password = account
+    sender = new_credentials(domain)
+    imap_login(relay_ip, *sender).logout()
+    home = f"/home/vmail/mail/{domain}/{address}"
+
+    def send(text: str) -> None:
+        submit(relay_ip, sender, address, pgp_mime(sender[0], address, gpg.encrypt(text)))
+
+    # A delivery makes Dovecot look the account up (and keep the answer).
+    send("before")
+    assert len(wait_for_messages(relay_ip, address, password, count=1)) == 1
+    # Those logins record the day (asynchronously); then the account falls idle.
+    deadline = time.monotonic() + 5
+    while host.file(f"{home}/password").mtime.timestamp() % 86400:
+        assert time.monotonic() < deadline, "the logins did not record the last-login day"
+        time.sleep(0.1)
+    host.run_test(f"touch -d '400 days ago' {home}/password")
+    host.run_test("systemctl start chatmail-expire.service")
+    assert not host.file(home).exists, "the expiry did not delete the inactive account"
+
+    send("after")
+    bounces = wait_for_messages(relay_ip, *sender, count=1)
+    assert not host.file(home).exists, "a delivery brought the deleted account back"
+    assert bounces, "mail for the deleted account was taken, not bounced"
+    assert b"Undelivered Mail Returned to Sender" in bounces[0]

@@ -11,8 +11,10 @@
 # directory holding the completion marker is then reused without building.
 # The directory is the last line of stdout; all progress goes to stderr.
 #
-# The packages get the version <Debian version>+chatmail1, so `dpkg -s` tells
-# the patched build apart from Debian's.
+# The packages get the version <Debian version>+chatmail<N>, so `dpkg -s` tells
+# the patched build apart from Debian's. apt never reinstalls a version it has,
+# so N grows whenever the patch changes (tests/lint/test_dovecot_patch.py keeps
+# the two in step).
 set -euo pipefail
 
 readonly default_image=chatmail-relay/debian12-systemd:latest
