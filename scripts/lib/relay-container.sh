@@ -1,10 +1,10 @@
 # shellcheck shell=bash
 # ensure_relay_container NAME: a running systemd container for a relay on the
-# test network, created from the base image on first use.
+# test network, created on first use as Molecule creates its scenarios'
+# (scripts/lib/testbed.py reads that one definition).
 ensure_relay_container() {
-    local name="$1" state=absent
-    local image="${CHATMAIL_BASE_IMAGE:-chatmail-relay/debian12-systemd:latest}"
-    local network="${CHATMAIL_NETWORK:-chatmail-relay}"
+    local name="$1" state=absent lib
+    lib="$(dirname "${BASH_SOURCE[0]}")"
     if docker container inspect "$name" >/dev/null 2>&1; then
         state="$(docker container inspect --format '{{.State.Status}}' "$name")"
     fi
@@ -12,12 +12,10 @@ ensure_relay_container() {
         running) ;;
         absent)
             echo "creating container $name" >&2
-            docker run -d --name "$name" --hostname "$name" --network "$network" \
-                --cgroupns=host -v /sys/fs/cgroup:/sys/fs/cgroup:rw \
-                --tmpfs /run --tmpfs /run/lock --tmpfs /tmp \
-                --cap-add SYS_ADMIN --cap-add NET_ADMIN \
-                --security-opt seccomp=unconfined --security-opt apparmor=unconfined \
-                "$image" /sbin/init >/dev/null ;;
+            local args
+            mapfile -t args < <("$lib/../../.venv/bin/python" "$lib/testbed.py" docker-run "$name")
+            [[ ${#args[@]} -gt 0 ]] || { echo "no test-bed definition for $name" >&2; return 1; }
+            docker run "${args[@]}" >/dev/null ;;
         *) docker start "$name" >/dev/null ;;
     esac
     # systemd needs a moment before services can be managed.

@@ -18,18 +18,15 @@ from pathlib import Path
 
 import pytest
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts" / "lib"))
+import testbed
+
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-IMAGE = "chatmail-relay/debian12-systemd:latest"
-NETWORK = "chatmail-relay"
+IMAGE = testbed.platform()["image"]
+NETWORK = testbed.platform()["networks"][0]["name"]
 VERSION = "2.3.21+dfsg1-3"
 PACKAGES = ("core", "imapd", "lmtpd")
-SYSTEMD_CONTAINER = [
-    "--cgroupns=host", "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw",
-    "--tmpfs", "/run", "--tmpfs", "/run/lock", "--tmpfs", "/tmp",
-    "--cap-add", "SYS_ADMIN", "--cap-add", "NET_ADMIN",
-    "--security-opt", "seccomp=unconfined", "--security-opt", "apparmor=unconfined",
-]  # fmt: skip
 
 
 def docker(*args: str) -> str:
@@ -70,9 +67,7 @@ def package_server(tmp_path_factory):
 def relay():
     name = "chatmail-test-dovecot-chatmail"
     subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
-    docker(
-        "run", "-d", "--name", name, "--network", NETWORK, *SYSTEMD_CONTAINER, IMAGE, "/sbin/init"
-    )
+    docker("run", *testbed.docker_run_args(name))
     for _ in range(30):
         state = subprocess.run(["docker", "exec", name, "systemctl", "is-system-running"],
                                capture_output=True, text=True, check=False).stdout  # fmt: skip

@@ -1,7 +1,8 @@
-"""The version of our Dovecot build changes whenever its patch does.
+"""The version of our Dovecot build changes whenever what it is built from does.
 
 Hosts only get a rebuilt Dovecot if its version differs from the installed one:
-apt never reinstalls a version it has. So each patch has its own version suffix.
+apt never reinstalls a version it has. So each patch, together with the
+trimming of Debian's packaging, has its own version suffix.
 """
 
 from __future__ import annotations
@@ -11,21 +12,22 @@ import re
 from pathlib import Path
 
 FILES = Path(__file__).resolve().parents[2] / "roles" / "dovecot" / "files"
+INPUTS = ("remove-idle-notify-delay.patch", "trim-packaging.py")
 
-# Version suffix → sha256 of remove-idle-notify-delay.patch built with it. After
-# changing the patch, raise local_suffix in build-dovecot.sh and add a line here.
+# Version suffix → sha256 of the INPUTS, concatenated, built with it. After
+# changing either, raise local_suffix in build-dovecot.sh and add a line here.
 RELEASED = {
-    "+chatmail1": "ac36f820538106c367509e7a8617cc5acc1e9a91a7d374e6ffdc5961ff6c27ca",
+    "+chatmail2": "922ea7c11590a5b9901daa3885177aa05f4d6781f285cb3eb08d100302c72d85",
 }
 
 
-def test_the_version_suffix_belongs_to_the_patch():
+def test_the_version_suffix_belongs_to_what_is_built():
     script = (FILES / "build-dovecot.sh").read_text()
     [suffix] = re.findall(r"^readonly local_suffix=(\S+)$", script, re.MULTILINE)
-    patch = hashlib.sha256((FILES / "remove-idle-notify-delay.patch").read_bytes()).hexdigest()
-    assert suffix in RELEASED, f"record the patch built as {suffix}: {patch}"
-    assert RELEASED[suffix] == patch, (
-        f"the Dovecot patch changed since {suffix} was built from it: relays that have "
-        f"{suffix} would keep the old build. Raise local_suffix in build-dovecot.sh and "
-        f"record the new suffix with sha256 {patch} in RELEASED."
+    digest = hashlib.sha256(b"".join((FILES / name).read_bytes() for name in INPUTS)).hexdigest()
+    assert suffix in RELEASED, f"record the build {suffix}: {digest}"
+    assert RELEASED[suffix] == digest, (
+        f"{' or '.join(INPUTS)} changed since {suffix} was built from them: relays that "
+        f"have {suffix} would keep the old build. Raise local_suffix in build-dovecot.sh "
+        f"and record the new suffix with sha256 {digest} in RELEASED."
     )

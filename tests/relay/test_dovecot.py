@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
+from pathlib import Path
 
 import pytest
 
 SOURCE = os.environ.get("CHATMAIL_DOVECOT_SOURCE", "chatmail")
+BUILD_SCRIPT = Path(__file__).resolve().parents[2] / "roles/dovecot/files/build-dovecot.sh"
+[BUILD_SUFFIX] = re.findall(r"^readonly local_suffix=(\S+)$", BUILD_SCRIPT.read_text(), re.M)
 
 
 @pytest.mark.skipif(SOURCE == "debian", reason="stock Dovecot is neither patched nor pinned")
@@ -14,7 +18,7 @@ SOURCE = os.environ.get("CHATMAIL_DOVECOT_SOURCE", "chatmail")
 def test_patched_dovecot_is_installed_and_pinned(host, package):
     version = host.package(package).version
     if SOURCE == "build":
-        assert version.endswith("+chatmail1"), version
+        assert version.endswith(BUILD_SUFFIX), version
     else:
         assert version == "1:2.3.21+dfsg1-3", version
     policy = host.run(f"apt-cache policy {package}").stdout

@@ -1,25 +1,29 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MIT
 #
-# Build Debian 12's dovecot source package with one extra quilt patch, on the
-# controller, inside a throwaway container, and cache the binary packages.
+# Build Debian's dovecot source package with one extra quilt patch, on the
+# controller, inside a throwaway container of the relay's Debian release, and
+# cache the binary packages. trim-packaging.py (beside this script) first cuts
+# the packaging down to the packages a relay installs, without LTO, Pigeonhole
+# or debug symbols: one compile of the Dovecot tree.
 #
-# The cache directory for a build is <cache-dir>/<source version>-<patch id>:
+# The cache directory for a build is <cache-dir>/<source version>-<id>-<release>:
 # the newest source version the mirror serves, without its epoch (as in
-# Debian's file names), and the first 12 hex digits of the patch's sha256.
-# Finding that version takes a short-lived container and a few seconds; a
+# Debian's file names), the first 12 hex digits of the sha256 of the patch and
+# trim-packaging.py together, and the image's Debian release (its codename).
+# Finding the version takes a short-lived container and a few seconds; a
 # directory holding the completion marker is then reused without building.
 # The directory is the last line of stdout; all progress goes to stderr.
 #
 # The packages get the version <Debian version>+chatmail<N>, so `dpkg -s` tells
 # the patched build apart from Debian's. apt never reinstalls a version it has,
-# so N grows whenever the patch changes (tests/lint/test_dovecot_patch.py keeps
-# the two in step).
+# so N grows whenever the patch or the trimming changes
+# (tests/lint/test_dovecot_patch.py keeps them in step).
 set -euo pipefail
 
 readonly default_image=chatmail-relay/debian12-systemd:latest
 readonly source_package=dovecot
-readonly local_suffix=+chatmail1
+readonly local_suffix=+chatmail2
 readonly marker=.complete
 
 usage() {
@@ -28,7 +32,7 @@ Usage: ${0##*/} --patch FILE --cache-dir DIR [--image IMAGE]
 
   --patch FILE     quilt patch (-p1, DEP-3 header) to add to debian/patches
   --cache-dir DIR  where built packages are kept, one directory per build
-  --image IMAGE    Debian 12 image whose apt sources are used
+  --image IMAGE    Debian image to build in, of the relays' release
                    (default: ${default_image})
 EOF
 }
@@ -62,6 +66,9 @@ docker image inspect "${image}" >/dev/null 2>&1 || die "image not found: ${image
 patch_file=$(realpath "${patch_file}")
 patch_name=$(basename "${patch_file}")
 patch_sha256=$(sha256sum "${patch_file}" | cut -d' ' -f1)
+trim_script=$(dirname "$(realpath "${BASH_SOURCE[0]}")")/trim-packaging.py
+[[ -f ${trim_script} ]] || die "trim-packaging.py not found beside ${0##*/}"
+build_id=$(cat "${patch_file}" "${trim_script}" | sha256sum | cut -c1-12)
 mkdir -p "${cache_dir}"
 cache_dir=$(realpath "${cache_dir}")
 
@@ -75,10 +82,10 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 mkdir "${workdir}/src" "${workdir}/out"
 
-# Runs inside the container as root; "resolve" fetches the newest source
-# version the mirror can actually serve (the Sources index of
-# bookworm-security may name a version whose files are not on the mirror),
-# "build" builds that source with the patch.
+# Runs inside the container as root; "resolve" prints the image's Debian
+# release and fetches the newest source version the mirror can actually serve
+# (the Sources index of bookworm-security may name a version whose files are
+# not on the mirror), "build" builds that source with the patch.
 cat >"${workdir}/in-container.sh" <<'EOF'
 #!/usr/bin/env bash
 set -euo pipefail
@@ -116,6 +123,8 @@ newest_first() {
 
 resolve() {
 	local version
+	. /etc/os-release
+	printf '%s\n' "${VERSION_CODENAME}"
 	enable_deb_src
 	cd /src
 	while read -r version; do
@@ -134,10 +143,12 @@ resolve() {
 build() {
 	local dsc=$1 version description deb
 	enable_deb_src
-	apt-get "${apt_opts[@]}" build-dep -y --no-install-recommends "${dsc}" >&2
+	apt-get "${apt_opts[@]}" install -y --no-install-recommends dpkg-dev >&2
 	mkdir /build
 	dpkg-source -x "${dsc}" /build/source >&2
 	cd /build/source
+	python3 /patch/trim-packaging.py .
+	apt-get "${apt_opts[@]}" build-dep -y --no-install-recommends ./ >&2
 
 	install -m 0644 "/patch/${PATCH_NAME}" debian/patches/
 	echo "${PATCH_NAME}" >>debian/patches/series
@@ -157,8 +168,8 @@ build() {
 	} >debian/changelog.new
 	mv debian/changelog.new debian/changelog
 
-	DEB_BUILD_OPTIONS="nocheck nodoc parallel=$(nproc)" \
-		dpkg-buildpackage -b -uc -us >&2
+	DEB_BUILD_OPTIONS="nocheck nodoc noautodbgsym parallel=$(nproc)" \
+		dpkg-buildpackage -B -uc -us >&2
 
 	cp ../*.deb ../*.buildinfo ../*.changes /out/
 	for deb in /out/*.deb; do
@@ -178,6 +189,7 @@ run_in_container() {
 		--env HOST_UID="$(id -u)" --env HOST_GID="$(id -g)" \
 		--volume "${workdir}/in-container.sh:/in-container.sh:ro" \
 		--volume "${patch_file}:/patch/${patch_name}:ro" \
+		--volume "${trim_script}:/patch/trim-packaging.py:ro" \
 		--volume "${workdir}/src:/src" \
 		--volume "${workdir}/out:/out" \
 		--entrypoint /bin/bash \
@@ -185,10 +197,16 @@ run_in_container() {
 }
 
 log "Resolving the ${source_package} source version in ${image}"
-source_version=$(run_in_container resolve)
-key=${source_version#*:}-${patch_sha256:0:12}
+resolved=$(run_in_container resolve)
+release=${resolved%%$'\n'*}
+source_version=${resolved#*$'\n'}
+key=${source_version#*:}-${build_id}-${release}
 build_dir=${cache_dir}/${key}
 
+# Parallel runs (test scenarios, say) build once: the others wait here, then
+# find the marker.
+exec 9>"${cache_dir}/.lock"
+flock 9
 if [[ -f ${build_dir}/${marker} ]]; then
 	log "Reusing the cached build ${key}"
 	printf '%s\n' "${build_dir}"
@@ -210,6 +228,8 @@ source_version=${source_version}
 package_version=${source_version}${local_suffix}
 patch=${patch_name}
 patch_sha256=${patch_sha256}
+trim_sha256=$(sha256sum "${trim_script}" | cut -d' ' -f1)
+release=${release}
 image=${image}
 image_id=$(docker image inspect --format '{{.Id}}' "${image}")
 build_seconds=${elapsed}

@@ -1,0 +1,49 @@
+#!/usr/bin/env python3
+"""The test bed's systemd container, defined once: the platform in .config/molecule/config.yml.
+
+Molecule creates its scenarios' containers from that platform; scripts and
+tests that start relay containers of their own take the same settings from
+here, as `docker run` arguments:
+
+    python3 scripts/lib/testbed.py docker-run NAME   # one argument per line
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+import yaml
+
+CONFIG = Path(__file__).resolve().parents[2] / ".config" / "molecule" / "config.yml"
+
+
+def platform() -> dict:
+    return yaml.safe_load(CONFIG.read_text())["platforms"][0]
+
+
+def docker_run_args(name: str) -> list[str]:
+    """Arguments of `docker run` for a detached test-bed container NAME."""
+    spec = platform()
+    args = ["--detach", "--name", name, "--hostname", name]
+    args += [f"--network={network['name']}" for network in spec.get("networks", [])]
+    if "cgroupns_mode" in spec:
+        args.append(f"--cgroupns={spec['cgroupns_mode']}")
+    args += [f"--volume={volume}" for volume in spec.get("volumes", [])]
+    args += [f"--tmpfs={path}" for path in spec.get("tmpfs", [])]
+    args += [f"--cap-add={capability}" for capability in spec.get("capabilities", [])]
+    args += [f"--security-opt={option}" for option in spec.get("security_opts", [])]
+    return [*args, spec["image"], *shlex.split(spec["command"])]
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 3 or argv[1] != "docker-run":
+        print("usage: testbed.py docker-run NAME", file=sys.stderr)
+        return 2
+    print("\n".join(docker_run_args(argv[2])))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
