@@ -19,13 +19,15 @@ import yaml
 CONFIG = Path(__file__).resolve().parents[2] / ".config" / "molecule" / "config.yml"
 
 
-def platform() -> dict:
-    return yaml.safe_load(CONFIG.read_text())["platforms"][0]
+def platform(scenario: str = "${MOLECULE_SCENARIO_NAME}") -> dict:
+    """The platform, for a container that stands where Molecule's SCENARIO would."""
+    text = CONFIG.read_text().replace("${MOLECULE_SCENARIO_NAME}", scenario)
+    return yaml.safe_load(text)["platforms"][0]
 
 
 def docker_run_args(name: str) -> list[str]:
     """Arguments of `docker run` for a detached test-bed container NAME."""
-    spec = platform()
+    spec = platform(name)
     args = ["--detach", "--name", name, "--hostname", name]
     args += [f"--network={network['name']}" for network in spec.get("networks", [])]
     if "cgroupns_mode" in spec:

@@ -8,29 +8,17 @@ server in a container of the test bed; their content is our own patched build
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 import shutil
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
+from containers import ROOT, docker, run_playbook, testbed
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts" / "lib"))
-import testbed
-
-ROOT = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
 IMAGE = testbed.platform()["image"]
 NETWORK = testbed.platform()["networks"][0]["name"]
 VERSION = "2.3.21+dfsg1-3"
 PACKAGES = ("core", "imapd", "lmtpd")
-
-
-def docker(*args: str) -> str:
-    return subprocess.run(["docker", *args], check=True, capture_output=True, text=True).stdout
 
 
 def built_packages() -> Path:
@@ -64,18 +52,8 @@ def package_server(tmp_path_factory):
 
 
 @pytest.fixture
-def relay():
-    name = "chatmail-test-dovecot-chatmail"
-    subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
-    docker("run", *testbed.docker_run_args(name))
-    for _ in range(30):
-        state = subprocess.run(["docker", "exec", name, "systemctl", "is-system-running"],
-                               capture_output=True, text=True, check=False).stdout  # fmt: skip
-        if state.strip() in ("running", "degraded"):
-            break
-        time.sleep(1)
-    yield name
-    docker("rm", "-f", name)
+def relay(systemd_container):
+    return systemd_container
 
 
 def install(relay: str, url: str, fallback: str, sha256: dict) -> subprocess.CompletedProcess:
@@ -85,12 +63,7 @@ def install(relay: str, url: str, fallback: str, sha256: dict) -> subprocess.Com
         "dovecot_chatmail_fallback_url": fallback,
         "dovecot_chatmail_sha256": {"amd64": sha256},
     }
-    return subprocess.run(
-        [BIN / "ansible-playbook", "-i", f"{relay},", "-c", "community.docker.docker",
-         "-e", json.dumps(settings), ROOT / "tests/integration/playbooks/dovecot_install.yml"],
-        cwd=ROOT, capture_output=True, text=True, check=False,
-        env={**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "NO_COLOR": "1"},
-    )  # fmt: skip
+    return run_playbook(relay, "dovecot_install.yml", settings)
 
 
 def installed_version(relay: str, package: str) -> str:

@@ -5,8 +5,8 @@ what it gets and answers as it is told.
     GET  /requests        every recorded notification, as JSON
     PUT  /status          set the status later notifications get (body: e.g. 410)
 
-Records go to a file beside the script's working directory so they outlive a stop
-of the container (the tests stop it to play a gateway that is down).
+Records go to a file in the working directory so they outlive the server: the
+tests kill it to play a gateway that is down, and its container starts it again.
 """
 
 from __future__ import annotations

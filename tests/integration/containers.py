@@ -1,0 +1,50 @@
+"""Throwaway test-bed containers and playbook runs for the integration tests.
+
+conftest.py makes the fixture available; test modules import the helpers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+sys.path.insert(0, str(ROOT / "scripts" / "lib"))
+import testbed  # noqa: E402  (scripts/lib is no package)
+
+
+def docker(*args: str) -> str:
+    return subprocess.run(["docker", *args], check=True, capture_output=True, text=True).stdout
+
+
+@pytest.fixture
+def systemd_container(request):
+    """A fresh test-bed container (systemd running), named after the test module."""
+    name = "chatmail-test-" + request.module.__name__.removeprefix("test_").replace("_", "-")
+    subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
+    docker("run", *testbed.docker_run_args(name))
+    for _ in range(30):
+        state = subprocess.run(["docker", "exec", name, "systemctl", "is-system-running"],
+                               capture_output=True, text=True, check=False).stdout  # fmt: skip
+        if state.strip() in ("running", "degraded"):
+            break
+        time.sleep(1)
+    yield name
+    docker("rm", "-f", name)
+
+
+def run_playbook(host: str, playbook: str, settings: dict) -> subprocess.CompletedProcess:
+    """tests/integration/playbooks/PLAYBOOK on the container HOST, with SETTINGS as extra vars."""
+    return subprocess.run(
+        [BIN / "ansible-playbook", "-i", f"{host},", "-c", "community.docker.docker",
+         "-e", json.dumps(settings), ROOT / "tests/integration/playbooks" / playbook],
+        cwd=ROOT, capture_output=True, text=True, check=False,
+        env={**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "NO_COLOR": "1"},
+    )  # fmt: skip
