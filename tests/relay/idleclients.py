@@ -92,11 +92,14 @@ async def connect_idle_clients(
         async with gate:
             await client.connect(host, timeout)
 
-    try:
-        await asyncio.gather(*(connect(client) for client in clients))
-    except BaseException:
+    results = await asyncio.gather(*(connect(client) for client in clients), return_exceptions=True)
+    failures = [result for result in results if isinstance(result, BaseException)]
+    if failures:
         close_all(clients)
-        raise
+        raise ConnectionError(
+            f"{count - len(failures)} of {count} clients got into IDLE; "
+            f"the first failure: {failures[0]!r}"
+        )
     return sorted(clients, key=lambda client: client.connected_at)
 
 
