@@ -59,7 +59,8 @@ class PushGateway:
 
     def stop(self) -> None:
         """Down: nothing listens on the gateway's port (its container, and address, stay)."""
-        self._inside(f"touch {DOWN_MARKER} && pkill -KILL -f push_gateway.py")
+        # Anchored: the container's loop and this shell name the script too.
+        self._inside(f"touch {DOWN_MARKER} && pkill -KILL -f '^python3 /srv/push_gateway.py'")
 
     def start(self) -> None:
         """Back (or still) up, answering."""
