@@ -1,7 +1,8 @@
 """Many IMAP clients idling at once, as Delta Chat devices do, from one process.
 
-Each client logs in over 993 (its first login creates the account), selects
-INBOX and sits in IDLE; a reader notes when the relay reports a new message.
+Each client logs in over 993 (its first login creates the account), asks for
+the TURN credentials as Delta Chat does, selects INBOX and sits in IDLE; a
+reader notes when the relay reports a new message.
 Used by the relay tests (a few hundred clients) and scripts/bench_idle.py
 (thousands). Bounded: every wait has a timeout, and close() ends them all.
 """
@@ -34,6 +35,9 @@ class IdleClient:
         await self._expect(b"* OK", timeout)
         for command, answer in (
             (f'a LOGIN "{self.address}" "{self.password}"', b"a OK"),
+            # As Delta Chat on every connect: its calls' TURN credentials, over
+            # IMAP METADATA from the relay's metadata service.
+            ('m GETMETADATA "" /shared/vendor/deltachat/turn', b"m OK"),
             ("b SELECT INBOX", b"b OK"),
             ("c IDLE", b"+"),
         ):

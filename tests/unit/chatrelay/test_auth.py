@@ -13,7 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from chatrelay import auth
+from chatrelay import auth, mailbox
 from chatrelay.auth import AuthServer, SystemProbe
 from chatrelay.config import Config
 from dict_client import RunningServer, percent_e, request
@@ -91,7 +91,7 @@ def verifies(password: str, stored: str) -> bool:
 
 
 def account_files(config: Config, address: str = ADDRESS) -> list[str]:
-    return sorted(os.listdir(config.user_dir(address)))
+    return sorted(os.listdir(mailbox.directory(config, address)))
 
 
 # --- key parsing ------------------------------------------------------------------------
@@ -119,7 +119,7 @@ def test_split_passdb_key(key: str, expected: tuple[str, str] | None) -> None:
 def test_first_login_creates_the_account(config: Config, server: AuthServer) -> None:
     reply = login(server)
     assert reply is not None
-    user_dir = config.user_dir(ADDRESS)
+    user_dir = mailbox.directory(config, ADDRESS)
     assert reply["home"] == str(user_dir)
     assert (reply["uid"], reply["gid"]) == (5000, 5001)
     assert reply["password"].startswith("{SHA512-CRYPT}$6$")
@@ -144,7 +144,7 @@ def test_wrong_password_gets_the_stored_hash_and_changes_nothing(
 ) -> None:
     created = login(server)
     assert created is not None
-    password_file = config.user_dir(ADDRESS) / "password"
+    password_file = mailbox.directory(config, ADDRESS) / "password"
     before = password_file.read_bytes(), password_file.stat().st_mtime_ns
     other = login(server, password="a different password")
     assert other == created
@@ -172,7 +172,7 @@ def test_too_short_password_creates_nothing(
     config: Config, server: AuthServer, password: str
 ) -> None:
     assert login(server, password=password) is None
-    assert not config.user_dir(ADDRESS).exists()
+    assert not mailbox.directory(config, ADDRESS).exists()
 
 
 def test_minimum_password_length_is_enough(config: Config, server: AuthServer) -> None:
@@ -210,7 +210,7 @@ def test_invalid_addresses_get_no_account(config: Config, server: AuthServer, ad
 @pytest.mark.parametrize("localpart", ["a1b2c3d4e", "a.b-c_d.e", "---------", "........."])
 def test_allowed_local_part_characters(config: Config, server: AuthServer, localpart: str) -> None:
     assert login(server, address=f"{localpart}@{DOMAIN}") is not None
-    assert config.user_dir(f"{localpart}@{DOMAIN}").is_dir()
+    assert mailbox.directory(config, f"{localpart}@{DOMAIN}").is_dir()
 
 
 def test_username_lengths_come_from_the_config(config: Config, system: FakeSystem) -> None:
@@ -230,7 +230,7 @@ def test_kill_switch_stops_new_accounts_only(config: Config, server: AuthServer)
     existing = login(server)
     config.nocreate_file.touch()
     assert login(server, address=f"newcomer1@{DOMAIN}") is None
-    assert not config.user_dir(f"newcomer1@{DOMAIN}").exists()
+    assert not mailbox.directory(config, f"newcomer1@{DOMAIN}").exists()
     assert login(server) == existing
     config.nocreate_file.unlink()
     assert login(server, address=f"newcomer1@{DOMAIN}") is not None
@@ -258,7 +258,7 @@ def test_system_limits_stop_new_accounts_only(
     setattr(system, reading, value)
     with caplog.at_level(logging.WARNING, logger="chatrelay.auth"):
         assert login(server, address=f"newcomer1@{DOMAIN}") is None
-    assert not config.user_dir(f"newcomer1@{DOMAIN}").exists()
+    assert not mailbox.directory(config, f"newcomer1@{DOMAIN}").exists()
     assert message in caplog.text
     assert login(server) == existing
     assert json.loads(server.lookup(f"shared/userdb/{ADDRESS}", ADDRESS))["home"]
@@ -280,7 +280,7 @@ def test_unreadable_system_state_refuses_new_accounts(config: Config) -> None:
 
     server = AuthServer(config, SystemProbe(load_1m=broken))
     assert login(server) is None
-    assert not config.user_dir(ADDRESS).exists()
+    assert not mailbox.directory(config, ADDRESS).exists()
 
 
 def test_real_system_readings(tmp_path: Path) -> None:
@@ -302,9 +302,9 @@ def test_userdb_knows_existing_accounts_only(config: Config, server: AuthServer)
     assert server.lookup(f"shared/userdb/{ADDRESS}", ADDRESS) is None
     login(server)
     reply = json.loads(server.lookup(f"shared/userdb/{ADDRESS}", ADDRESS))
-    assert reply == {"home": str(config.user_dir(ADDRESS)), "uid": 5000, "gid": 5001}
+    assert reply == {"home": str(mailbox.directory(config, ADDRESS)), "uid": 5000, "gid": 5001}
     # A directory without a password file (say, half removed) is no account.
-    config.user_dir(f"leftovers@{DOMAIN}").mkdir()
+    mailbox.directory(config, f"leftovers@{DOMAIN}").mkdir()
     assert server.lookup(f"shared/userdb/leftovers@{DOMAIN}", "") is None
     assert server.lookup("shared/other/thing", "") is None
 
@@ -312,7 +312,7 @@ def test_userdb_knows_existing_accounts_only(config: Config, server: AuthServer)
 def test_userdb_iteration_lists_accounts(config: Config, server: AuthServer) -> None:
     for localpart in ("zzzzzzzzz", "aaaaaaaaa", "mmmmmmmmm"):
         login(server, address=f"{localpart}@{DOMAIN}")
-    config.user_dir(f"leftovers@{DOMAIN}").mkdir()
+    mailbox.directory(config, f"leftovers@{DOMAIN}").mkdir()
     (config.mailboxes_dir / "stray-file").touch()
     assert list(server.iterate("shared/userdb/", "")) == [
         (f"shared/userdb/{name}@{DOMAIN}", "") for name in ("aaaaaaaaa", "mmmmmmmmm", "zzzzzzzzz")
@@ -332,7 +332,7 @@ def test_dict_replies_over_the_socket(config: Config, served: RunningServer) -> 
         assert list(fields) == ["home", "uid", "gid", "password"]
         assert verifies(PASSWORD, fields["password"])
         assert client.ask(request("L", f"shared/userdb/{ADDRESS}", ADDRESS)) == "O" + json.dumps(
-            {"home": str(config.user_dir(ADDRESS)), "uid": 5000, "gid": 5001}
+            {"home": str(mailbox.directory(config, ADDRESS)), "uid": 5000, "gid": 5001}
         )
         assert client.ask(request("L", f"shared/userdb/nobody123@{DOMAIN}", "")) == "N"
         assert client.ask(request("L", passdb_key("short", f"nobody123@{DOMAIN}"), "")) == "N"
@@ -389,7 +389,7 @@ def test_concurrent_first_logins_create_one_account(config: Config, served: Runn
     assert len(hashes) == 1
     (stored,) = hashes
     assert verifies(PASSWORD, stored)
-    assert (config.user_dir(ADDRESS) / "password").read_text().strip() == stored
+    assert (mailbox.directory(config, ADDRESS) / "password").read_text().strip() == stored
     # No temporary files left behind by the logins that lost the race.
     assert account_files(config) == ["enforceE2EEincoming", "password"]
     assert os.listdir(config.mailboxes_dir) == [ADDRESS]

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from chatrelay import expire
+from chatrelay import expire, mailbox
 from chatrelay.config import Config
 
 DOMAIN = "example.org"
@@ -27,7 +27,7 @@ def config(tmp_path: Path) -> Config:
 
 
 def make_account(config: Config, localpart: str, last_login_days_ago: float = 1) -> Path:
-    account = config.user_dir(f"{localpart}@{DOMAIN}")
+    account = mailbox.directory(config, f"{localpart}@{DOMAIN}")
     for part in ("cur", "new", "tmp"):
         (account / part).mkdir(parents=True)
     password = account / "password"
@@ -125,7 +125,7 @@ def test_odd_entries_are_left_alone(config: Config, tmp_path: Path) -> None:
     outside.mkdir()
     victim = make_message(outside, "precious", 10, age=100 * DAY)
     (config.mailboxes_dir / "not-an-account").mkdir()
-    account_without_password = config.user_dir(f"nopasswd1@{DOMAIN}")
+    account_without_password = mailbox.directory(config, f"nopasswd1@{DOMAIN}")
     make_message(account_without_password, "old", 10, age=30 * DAY)
     linked = make_account(config, "linked123")
     (linked / ".Evil").mkdir()

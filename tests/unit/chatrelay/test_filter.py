@@ -21,6 +21,7 @@ import pgp_samples as s
 import pytest
 from aiosmtpd.smtp import SMTP, Envelope
 from chatrelay import filter as relay_filter
+from chatrelay import mailbox
 from chatrelay.config import Config
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -125,10 +126,10 @@ class Filter:
     clock: Clock
 
     def mailbox(self, address: str, enforce: bool) -> None:
-        user_dir = self.config.user_dir(address)
+        user_dir = mailbox.directory(self.config, address)
         user_dir.mkdir(parents=True, exist_ok=True)
         if enforce:
-            (user_dir / relay_filter.E2EE_MARKER).touch()
+            (user_dir / mailbox.E2EE_MARKER).touch()
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from chatrelay import lastlogin
+from chatrelay import lastlogin, mailbox
 from chatrelay.config import Config
 from chatrelay.lastlogin import LastLoginServer
 from dict_client import RunningServer, request
@@ -31,7 +31,7 @@ def config(tmp_path: Path) -> Config:
 
 @pytest.fixture
 def password_file(config: Config) -> Path:
-    user_dir = config.user_dir(ADDRESS)
+    user_dir = mailbox.directory(config, ADDRESS)
     user_dir.mkdir()
     path = user_dir / "password"
     path.write_text("{SHA512-CRYPT}$6$salt$hash\n")
@@ -123,5 +123,5 @@ def test_file_system_refusal_fails_the_commit(
     def refuse(*args: object, **kwargs: object) -> None:
         raise PermissionError("read-only file system")
 
-    monkeypatch.setattr(lastlogin.os, "utime", refuse)
+    monkeypatch.setattr(mailbox.os, "utime", refuse)
     assert record_login(served, f"shared/last-login/{ADDRESS}", str(LOGIN)).startswith("F1")

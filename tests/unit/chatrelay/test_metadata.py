@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 from chatrelay import config as config_module
-from chatrelay import metadata, push
+from chatrelay import mailbox, metadata, push
 from chatrelay.config import Config
 from chatrelay.metadata import MetadataServer
 from dict_client import DictClient, RunningServer, request
@@ -157,12 +157,12 @@ def test_tokens_are_set_listed_refreshed_and_unset(
     clock.now += 10
     assert change(served, (TOKEN_KEY, TOKEN)) == "O1"
     assert lookup(served, TOKEN_KEY) == f"O{TOKEN2} {TOKEN}"
-    stored = json.loads((config.user_dir(ADDRESS) / "devicetokens").read_text())
+    stored = json.loads((mailbox.directory(config, ADDRESS) / "devicetokens").read_text())
     assert stored == {TOKEN: int(START) + 20, TOKEN2: int(START) + 10}
     assert lookup(served, TOKEN_KEY, user=OTHER) == "N"
     assert change(served, (TOKEN_KEY, None)) == "O1"
     assert lookup(served, TOKEN_KEY) == "N"
-    assert not (config.user_dir(ADDRESS) / "devicetokens").exists()
+    assert not (mailbox.directory(config, ADDRESS) / "devicetokens").exists()
 
 
 def test_setting_the_empty_string_removes_all_tokens(served: RunningServer) -> None:
@@ -197,7 +197,7 @@ def test_tokens_of_an_address_without_account_directory_are_refused(
 ) -> None:
     address = f"zzzzzzzzz@{DOMAIN}"
     assert change(served, (TOKEN_KEY, TOKEN), user=address).startswith("F1")
-    assert not config.user_dir(address).exists()
+    assert not mailbox.directory(config, address).exists()
 
 
 @pytest.mark.parametrize("token", ["two words", "x" * 9000, "nön-ascii"])

@@ -18,8 +18,8 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from chatrelay import newaccount
-from chatrelay.auth import AuthServer, is_account_address
+from chatrelay import mailbox, newaccount
+from chatrelay.auth import AuthServer
 from chatrelay.config import Config, load
 from chatrelay.newaccount import NewAccounts, NewAccountServer
 from test_auth import FakeSystem, login, verifies
@@ -130,7 +130,7 @@ def test_post_offers_credentials_the_auth_rules_accept(
     credentials = reply.json()
     assert set(credentials) == {"email", "password"}
     address, password = credentials["email"], credentials["password"]
-    assert is_account_address(config, address)
+    assert mailbox.is_address(config, address)
     assert re.fullmatch(rf"[a-z0-9]{{9}}@{re.escape(DOMAIN)}", address)
     assert re.fullmatch(r"[A-Za-z0-9_-]{20,}", password)
     assert AuthServer(config, system.probe()).refuse_new_account(address, password) is None
@@ -164,7 +164,7 @@ def test_the_credentials_log_in_with_the_auth_service(
     server = AuthServer(config, system.probe())
     created = login(server, address, password)
     assert created is not None
-    assert created["home"] == str(config.user_dir(address))
+    assert created["home"] == str(mailbox.directory(config, address))
     assert verifies(password, created["password"])
     again = login(server, address, password)
     assert again == created
@@ -178,7 +178,7 @@ def test_the_credentials_log_in_with_the_auth_service(
 def test_taken_addresses_are_skipped(
     config: Config, client: Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    config.user_dir(f"aaaaaaaaa@{DOMAIN}").mkdir()
+    mailbox.directory(config, f"aaaaaaaaa@{DOMAIN}").mkdir()
     names = iter(["aaaaaaaaa", "aaaaaaaaa", "bbbbbbbbb"])
     monkeypatch.setattr(newaccount, "random_localpart", lambda length: next(names))
     assert client.post().json()["email"] == f"bbbbbbbbb@{DOMAIN}"
@@ -190,7 +190,7 @@ def test_no_offer_when_every_address_tried_is_taken(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    config.user_dir(f"aaaaaaaaa@{DOMAIN}").mkdir()
+    mailbox.directory(config, f"aaaaaaaaa@{DOMAIN}").mkdir()
     monkeypatch.setattr(newaccount, "random_localpart", lambda length: "aaaaaaaaa")
     with caplog.at_level(logging.INFO, logger="chatrelay.newaccount"):
         assert_refused(client.post())
@@ -488,7 +488,7 @@ def test_entry_point_runs_as_a_module(relay_ini: Path) -> None:
     finally:
         process.terminate()
         _, stderr = process.communicate(timeout=10)
-    assert reply.status == 200 and is_account_address(load(relay_ini), reply.json()["email"]), (
+    assert reply.status == 200 and mailbox.is_address(load(relay_ini), reply.json()["email"]), (
         stderr
     )
     assert f"serving /new on 127.0.0.1 port {port}" in stderr

@@ -18,7 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from chatrelay import push
+from chatrelay import mailbox, push
 from chatrelay.config import Config
 from chatrelay.push import HttpSender, Notifier, PushQueue, QueueEntry, TokenStore
 
@@ -235,7 +235,7 @@ def test_tokens_are_added_listed_and_stored_with_their_time(
     tokens.add(ADDRESS, TOKEN2)
     assert tokens.live(ADDRESS) == [TOKEN, TOKEN2]
     assert tokens.live(OTHER) == []
-    path = config.user_dir(ADDRESS) / "devicetokens"
+    path = mailbox.directory(config, ADDRESS) / "devicetokens"
     assert json.loads(path.read_text()) == {TOKEN: int(START), TOKEN2: int(START) + 10}
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
@@ -308,7 +308,7 @@ def test_tokens_never_create_an_account_directory(tokens: TokenStore, config: Co
     with pytest.raises(FileNotFoundError):
         tokens.add(address, TOKEN)
     assert tokens.live(address) == []
-    assert not config.user_dir(address).exists()
+    assert not mailbox.directory(config, address).exists()
 
 
 def test_the_oldest_tokens_go_beyond_the_limit(

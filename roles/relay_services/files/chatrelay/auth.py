@@ -11,13 +11,13 @@ import json
 import logging
 import os
 import re
-import secrets
 import sys
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import mailbox
 from .config import Config
 from .dictproto import DictServer, run_service, split_namespace
 
@@ -28,38 +28,12 @@ with warnings.catch_warnings():
 
 log = logging.getLogger("chatrelay.auth")
 
-PASSWORD_FILE = "password"
-ENCRYPTION_MARKER = "enforceE2EEincoming"
 SCHEME = "{SHA512-CRYPT}"
 # crypt(3)'s implicit default: the hash carries no rounds= field and Dovecot verifies
 # it fast on every login (passlib's own default would cost ~100x more per login).
 HASH_ROUNDS = 5000
 
-_LOCALPART = re.compile(r"[a-z0-9._-]+")
 _PERCENT_E_ESCAPE = re.compile(r"\\(.)", re.DOTALL)
-
-
-def is_account_address(config: Config, address: str) -> bool:
-    """True if address has the shape of one of our accounts (any length).
-
-    Everything that turns an address into a path checks this first, so a crafted name
-    can never reach outside mailboxes_dir.
-    """
-    localpart, at, domain = address.rpartition("@")
-    return bool(at) and domain == config.mail_domain and bool(_LOCALPART.fullmatch(localpart))
-
-
-def list_accounts(config: Config) -> list[str]:
-    """Addresses of all accounts, sorted."""
-    try:
-        entries = list(os.scandir(config.mailboxes_dir))
-    except FileNotFoundError:
-        return []
-    return sorted(
-        entry.name
-        for entry in entries
-        if "@" in entry.name and os.path.isfile(os.path.join(entry.path, PASSWORD_FILE))
-    )
 
 
 def unescape_percent_e(text: str) -> str:
@@ -152,19 +126,21 @@ class AuthServer(DictServer):
         if rest.rstrip("/") != "userdb":
             return
         prefix = path if path.endswith("/") else path + "/"
-        for address in list_accounts(self.config):
+        for address in mailbox.addresses(self.config):
             yield prefix + address, ""
 
     def userdb(self, address: str) -> str | None:
-        if not is_account_address(self.config, address) or self.stored_hash(address) is None:
+        if not mailbox.is_address(self.config, address):
+            return None
+        if mailbox.password_hash(self.config, address) is None:
             return None
         return json.dumps(self.userdb_fields(address))
 
     def passdb(self, address: str, password: str) -> str | None:
-        if not is_account_address(self.config, address):
+        if not mailbox.is_address(self.config, address):
             log.debug("refused login of malformed address %r", address)
             return None
-        stored = self.stored_hash(address)
+        stored = mailbox.password_hash(self.config, address)
         if stored is None:
             reason = self.refuse_new_account(address, password)
             if reason is not None:
@@ -175,20 +151,10 @@ class AuthServer(DictServer):
 
     def userdb_fields(self, address: str) -> dict[str, str | int]:
         return {
-            "home": str(self.config.user_dir(address)),
+            "home": str(mailbox.directory(self.config, address)),
             "uid": self.config.vmail_uid,
             "gid": self.config.vmail_gid,
         }
-
-    def stored_hash(self, address: str) -> str | None:
-        """The account's password hash, or None if there is no such account."""
-        try:
-            stored = (self.config.user_dir(address) / PASSWORD_FILE).read_text().strip()
-        except FileNotFoundError:
-            return None
-        if not stored:
-            raise ValueError(f"empty password file for {address}")
-        return stored
 
     def refuse_new_account(self, address: str, password: str) -> str | None:
         """Why address may not be created with password now, or None."""
@@ -217,30 +183,10 @@ class AuthServer(DictServer):
 
     def create_account(self, address: str, password: str) -> str:
         """Create the account unless a concurrent login did; return the stored hash."""
-        user_dir = self.config.user_dir(address)
-        user_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         hashed = SCHEME + sha512_crypt.using(rounds=HASH_ROUNDS).hash(password)
-        # The marker comes first so that no account is ever visible without it.
-        (user_dir / ENCRYPTION_MARKER).touch(mode=0o600)
-        temporary = user_dir / f".{PASSWORD_FILE}.{os.getpid()}.{secrets.token_hex(8)}"
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with os.fdopen(fd, "w") as file:
-                file.write(hashed + "\n")
-                file.flush()
-                os.fsync(file.fileno())
-            # link() never replaces an existing file: of concurrent first logins
-            # exactly one wins, and the others read back the winner's hash.
-            os.link(temporary, user_dir / PASSWORD_FILE)
-        except FileExistsError:
-            stored = self.stored_hash(address)
-        else:
+        stored, created = mailbox.create(self.config, address, hashed)
+        if created:
             log.info("created account %s", address)
-            return hashed
-        finally:
-            temporary.unlink(missing_ok=True)
-        if stored is None:
-            raise RuntimeError(f"account {address} vanished while being created")
         return stored
 
 

@@ -71,9 +71,6 @@ class Config:
     def address_suffix(self) -> str:
         return "@" + self.mail_domain
 
-    def user_dir(self, address: str) -> Path:
-        return self.mailboxes_dir / address
-
     @property
     def turn_hostname(self) -> str:
         return self.turn_host or self.mail_domain

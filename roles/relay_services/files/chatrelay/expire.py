@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from .auth import PASSWORD_FILE, is_account_address
+from . import mailbox
 from .config import DEFAULT_PATH, Config
 from .config import load as load_config
 
@@ -53,19 +53,6 @@ class Message:
     path: Path
     size: int
     mtime: float
-
-
-def account_dirs(config: Config) -> list[Path]:
-    """Account directories under mailboxes_dir, sorted."""
-    try:
-        entries = list(os.scandir(config.mailboxes_dir))
-    except FileNotFoundError:
-        return []
-    return sorted(
-        Path(entry.path)
-        for entry in entries
-        if "@" in entry.name and entry.is_dir(follow_symlinks=False)
-    )
 
 
 def maildir_folders(account: Path) -> list[Path]:
@@ -123,10 +110,8 @@ def expire_account(
     config: Config, account: Path, now: float, summary: Summary, dry_run: bool
 ) -> None:
     """Apply the daily rules to one account directory."""
-    try:
-        last_login = (account / PASSWORD_FILE).stat().st_mtime
-    except FileNotFoundError:
-        last_login = None
+    last_login = mailbox.last_login(account)
+    if last_login is None:
         log.warning("%s has no password file; expiring its mail only", account.name)
     if last_login is not None and now - last_login > config.delete_inactive_users_after * DAY:
         if not dry_run:
@@ -147,7 +132,7 @@ def expire_account(
 def run_expiry(config: Config, now: float, dry_run: bool = False) -> Summary:
     """The daily sweep over all accounts."""
     summary = Summary()
-    for account in account_dirs(config):
+    for account in mailbox.directories(config):
         try:
             expire_account(config, account, now, summary, dry_run)
         except OSError as exc:
@@ -159,16 +144,14 @@ def run_expiry(config: Config, now: float, dry_run: bool = False) -> Summary:
 
 def prune_mailbox(config: Config, address: str, now: float, dry_run: bool = False) -> Summary:
     """Remove the oldest mail until the mailbox is at 70 % of its quota."""
-    if not is_account_address(config, address):
-        raise ValueError(f"not an address of this relay: {address!r}")
-    account = config.user_dir(address)
+    account = mailbox.directory(config, address)
     if not account.is_dir():
         raise FileNotFoundError(f"no account directory {account}")
     summary = Summary()
-    mailbox = sorted(messages(account), key=lambda message: message.mtime)
-    total = sum(message.size for message in mailbox)
+    oldest_first = sorted(messages(account), key=lambda message: message.mtime)
+    total = sum(message.size for message in oldest_first)
     target = int(config.max_mailbox_size * PRUNE_TARGET)
-    for message in mailbox:
+    for message in oldest_first:
         # Sorted oldest first: once one is too young to delete, all the rest are too.
         if total <= target or now - message.mtime < PRUNE_MIN_AGE:
             break

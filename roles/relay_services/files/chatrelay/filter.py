@@ -28,11 +28,10 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from dkim.dnsplug import get_txt
 
 from chatrelay import config as relay_config
-from chatrelay import openpgp, systemd
+from chatrelay import mailbox, openpgp, systemd
 
 log = logging.getLogger("chatrelay.filter")
 
-E2EE_MARKER = "enforceE2EEincoming"
 LISTEN_HOST = "127.0.0.1"
 REINJECT_HOST = "127.0.0.1"
 # Room above max_message_size so that a message just over the limit reaches our own
@@ -129,14 +128,14 @@ def accepts_cleartext(config: relay_config.Config, recipient: str) -> bool:
     local_part, at, domain = recipient.rpartition("@")
     if not at or not local_part or _domain_key(domain) != _domain_key(config.mail_domain):
         return False
-    # Dovecot lowercases user names, so mailbox directories are lowercase. A name that
-    # is not a plain directory name cannot be a mailbox; refuse instead of probing paths.
-    address = recipient.lower()
-    if "/" in address or "\0" in address or address.startswith("."):
+    # Dovecot lowercases user names, so mailbox directories are lowercase. A name
+    # that cannot be an account has no mailbox to take the cleartext.
+    address = f"{local_part.lower()}@{config.mail_domain}"
+    if not mailbox.is_address(config, address):
         return False
     try:
-        return not (config.user_dir(address) / E2EE_MARKER).exists()
-    except (OSError, ValueError):
+        return not mailbox.enforces_e2ee(config, address)
+    except OSError:
         return False
 
 

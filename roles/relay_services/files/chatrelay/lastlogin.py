@@ -7,11 +7,10 @@ the UTC day on purpose: the relay keeps no exact login times. Expiry reads it ba
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import time
 
-from .auth import PASSWORD_FILE, is_account_address
+from . import mailbox
 from .config import Config
 from .dictproto import Change, DictServer, run_service, split_namespace
 
@@ -59,15 +58,11 @@ class LastLoginServer(DictServer):
 
     def record(self, address: str, timestamp: int) -> bool:
         """Set the account's last-login day; False only if the file system refused."""
-        if not is_account_address(self.config, address):
+        if not mailbox.is_address(self.config, address):
             log.debug("ignoring last login of non-account %r", address)
             return True
-        day = start_of_day(timestamp)
         try:
-            os.utime(self.config.user_dir(address) / PASSWORD_FILE, (day, day))
-        except FileNotFoundError:
-            # Not (or no longer) an account; nothing to remember.
-            return True
+            mailbox.record_login_day(self.config, address, start_of_day(timestamp))
         except OSError as exc:
             log.error("cannot record last login of %s: %s", address, exc)
             return False

@@ -28,7 +28,7 @@ import sys
 import time
 from pathlib import Path
 
-from .auth import is_account_address
+from . import mailbox
 from .config import Config
 from .dictproto import Change, DictServer, run_service, split_namespace
 from .push import Clock, Notifier, Sender, TokenStore, is_valid_token, token_id
@@ -88,7 +88,7 @@ class MetadataServer(DictServer):
     def lookup(self, key: str, user: str) -> str | None:
         name = private_key_name(key)
         if name == TOKEN_KEY:
-            if not is_account_address(self.config, user):
+            if not mailbox.is_address(self.config, user):
                 return None
             return " ".join(self.tokens.live(user)) or None
         name = server_key_name(key)
@@ -115,7 +115,7 @@ class MetadataServer(DictServer):
             if name == TOKEN_KEY and value and not is_valid_token(value):
                 log.warning("refusing malformed device token %s of %r", token_id(value), user)
                 return False
-        if not is_account_address(self.config, user):
+        if not mailbox.is_address(self.config, user):
             if any(private_key_name(key) == TOKEN_KEY for key, _ in changes):
                 log.warning("refusing device token change for non-account %r", user)
                 return False

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from . import systemd
+from . import mailbox, systemd
 from .auth import AuthServer, SystemProbe
 from .config import DEFAULT_PATH, Config, load
 
@@ -83,7 +83,7 @@ class NewAccounts:
         length, suffix = self.config.username_max_length, self.config.address_suffix
         for _ in range(MAX_ADDRESS_TRIES):
             address = random_localpart(length) + suffix
-            if not self.config.user_dir(address).exists():
+            if not mailbox.directory(self.config, address).exists():
                 return address
         raise NewAccountsRefused(f"no unused address in {MAX_ADDRESS_TRIES} tries")
 

@@ -28,12 +28,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from . import mailbox
 from .config import Config
 
 log = logging.getLogger("chatrelay.push")
 
 DAY = 86400
-TOKEN_FILE = "devicetokens"
 # Enough for every device of a person; a client setting tokens in a loop cannot make
 # each incoming message fan out into thousands of requests.
 MAX_TOKENS_PER_ADDRESS = 20
@@ -102,7 +102,7 @@ class TokenStore:
         self.lifetime = config.push_token_expiry_days * DAY
 
     def path(self, address: str) -> Path:
-        return self.config.user_dir(address) / TOKEN_FILE
+        return mailbox.token_file(self.config, address)
 
     def live(self, address: str) -> list[str]:
         """The address's unexpired tokens, the longest-standing first."""
