@@ -25,24 +25,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "relay"))
 
-from bench_relay import container_relay
+from bench_relay import container_relay, inside
 from idleclients import close_all, connect_idle_clients
 from mailclient import Gpg, new_credentials, pgp_mime, smtp_login
 
 TARGETS = 5
 
 
-def inside(container: str, script: str) -> str:
-    return subprocess.run(
-        ["docker", "exec", container, "sh", "-c", script],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
-
-
 def imap_processes(container: str) -> int:
-    return int(inside(container, "pgrep -c -x imap || true") or 0)
+    return int(inside(container, "sh", "-c", "pgrep -c -x imap || true") or 0)
 
 
 def memory(container: str) -> tuple[float, float]:
@@ -53,7 +44,9 @@ def memory(container: str) -> tuple[float, float]:
     ).stdout.split("/")[0].strip()  # fmt: skip
     units = {"KiB": 1 / 1024, "MiB": 1, "GiB": 1024, "B": 1 / 1024**2}
     unit = next(u for u in units if usage.endswith(u))
-    rss_kib = inside(container, "awk '/^VmRSS:/ {s += $2} END {print s}' /proc/[0-9]*/status")
+    rss_kib = inside(
+        container, "sh", "-c", "awk '/^VmRSS:/ {s += $2} END {print s}' /proc/[0-9]*/status"
+    )
     return float(usage[: -len(unit)]) * units[unit], int(rss_kib or 0) / 1024
 
 

@@ -71,18 +71,19 @@ def report(name: str, seconds: list[float]) -> None:
     )
 
 
+def inside(container: str, *command: str) -> str:
+    """What a command run in the container printed, stripped."""
+    return subprocess.run(
+        ["docker", "exec", container, *command], check=True, capture_output=True, text=True
+    ).stdout.strip()
+
+
 def container_relay(name: str) -> tuple[str, str, str]:
     """IP address, mail domain and Dovecot version of a relay container."""
-
-    def inside(*command: str) -> str:
-        return subprocess.run(
-            ["docker", "exec", name, *command], check=True, capture_output=True, text=True
-        ).stdout.strip()
-
     return (
         container_address(name),
-        inside("cat", "/etc/mailname"),
-        inside("dpkg-query", "-W", "-f", "${Version}", "dovecot-core"),
+        inside(name, "cat", "/etc/mailname"),
+        inside(name, "dpkg-query", "-W", "-f", "${Version}", "dovecot-core"),
     )
 
 

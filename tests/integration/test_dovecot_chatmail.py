@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 from containers import ROOT, docker, run_playbook, testbed
 
-IMAGE = testbed.platform()["image"]
-NETWORK = testbed.platform()["networks"][0]["name"]
+PLATFORM = testbed.platform()
+IMAGE = PLATFORM["image"]
+NETWORK = PLATFORM["networks"][0]["name"]
 VERSION = "2.3.21+dfsg1-3"
 PACKAGES = ("core", "imapd", "lmtpd")
 
