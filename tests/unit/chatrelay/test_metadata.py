@@ -102,7 +102,12 @@ def change(served: RunningServer, *changes: tuple[str, str | None], user: str = 
 
 def queued(config: Config) -> list[tuple[str, str]]:
     """(address, token) of every entry in the push queue directory, sorted."""
-    entries = (json.loads(path.read_text()) for path in config.push_queue_dir.glob("*.json"))
+    entries = []
+    for path in config.push_queue_dir.glob("*.json"):
+        try:
+            entries.append(json.loads(path.read_text()))
+        except FileNotFoundError:  # delivered and removed while we listed the directory
+            continue
     return sorted((entry["address"], entry["token"]) for entry in entries)
 
 
