@@ -45,7 +45,7 @@ def test_the_example_inventory_passes():
         ({"dovecot_source": "ppa"}, "dovecot_source"),
         ({"turn_min_port": "low"}, "turn_min_port"),
         ({"notifications_concurrency": [1]}, "notifications_concurrency"),
-        ({"relay_services_new_account_port": "http"}, "relay_services_new_account_port"),
+        ({"chatmail_new_account_port": "http"}, "chatmail_new_account_port"),
         ({"chatmail_tls_mode": "letsencrypt"}, "chatmail_tls_mode"),
     ],
     ids=lambda value: next(iter(value)) if isinstance(value, dict) else None,

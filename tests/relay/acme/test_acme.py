@@ -30,7 +30,7 @@ def pebble_root() -> str:
 
 
 def installed_certificate(host) -> x509.Certificate:
-    return x509.load_pem_x509_certificate(host.file("/etc/chatmail/tls/fullchain.pem").content)
+    return x509.load_pem_x509_certificate(host.file(os.environ["CHATMAIL_TLS_CERT_FILE"]).content)
 
 
 def test_the_certificate_names_the_relay_and_comes_from_the_acme_server(host, domain):
@@ -63,3 +63,12 @@ def test_a_renewal_reaches_every_service(relay_ip, domain, host, pebble_root, ac
     for port, how, alpn in ENDPOINTS:
         served = served_certificate(relay_ip, port, how, alpn, domain, pebble_root)
         assert served.serial_number == after, f"port {port} ({alpn or how}) serves the old one"
+
+
+def test_accounts_belong_to_the_operators_mail_user(host, account):
+    """chatmail_vmail_user and chatmail_vmail_home, set once, are what every role used."""
+    user = os.environ["CHATMAIL_VMAIL_USER"]
+    account_dir = host.file(f"{os.environ['CHATMAIL_MAILBOXES_DIR']}/{account[0]}")
+    assert account_dir.is_directory
+    assert (account_dir.user, account_dir.group) == (user, user)
+    assert host.file(f"{account_dir.path}/password").user == user
