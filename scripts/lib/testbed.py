@@ -25,6 +25,12 @@ def platform(scenario: str = "${MOLECULE_SCENARIO_NAME}") -> dict:
     return yaml.safe_load(text)["platforms"][0]
 
 
+def relay_settings() -> dict:
+    """The settings of the test bed's relays (the group_vars of chatmail_relays)."""
+    config = yaml.safe_load(CONFIG.read_text())
+    return config["provisioner"]["inventory"]["group_vars"]["chatmail_relays"]
+
+
 def docker_run_args(name: str) -> list[str]:
     """Arguments of `docker run` for a detached test-bed container NAME."""
     spec = platform(name)

@@ -41,7 +41,11 @@ def systemd_container(request):
 
 
 def run_playbook(host: str, playbook: str, settings: dict) -> subprocess.CompletedProcess:
-    """tests/integration/playbooks/PLAYBOOK on the container HOST, with SETTINGS as extra vars."""
+    """tests/integration/playbooks/PLAYBOOK on the container HOST, with SETTINGS as extra vars.
+
+    Every role depends on role chatmail, which needs the mail domain: a test relay's.
+    """
+    settings = {"chatmail_domain": testbed.relay_settings()["chatmail_domain"], **settings}
     return subprocess.run(
         [BIN / "ansible-playbook", "-i", f"{host},", "-c", "community.docker.docker",
          "-e", json.dumps(settings), ROOT / "tests/integration/playbooks" / playbook],
