@@ -44,7 +44,7 @@ def test_a_bounce_from_the_peer_comes_back_signed_and_is_accepted(relay1, relay2
 
     [bounce] = wait_for_messages(relay1.ip, *sender, count=1, timeout=60)
     assert b"Undelivered Mail Returned to Sender" in bounce
-    assert f"From: MAILER-DAEMON@{relay2.domain}".encode() in bounce
+    assert f"<MAILER-DAEMON@{relay2.domain}>".encode() in bounce
     signed = relay2.journal(since, "opendkim")
     assert f"DKIM-Signature field added (s=dkim, d={relay2.domain})" in signed
     accepted = relay1.journal(since, "chatmail-filter-incoming")
