@@ -151,6 +151,13 @@ def run(args: argparse.Namespace, results: dict[str, list[float]]) -> None:
         results[f"dc_ping_pong ({args.cooldown:g} s cooldown)"] = ping_pong(
             alice, alice_chat, bob, args.rounds, args.cooldown
         )
+        if args.peer_ip:
+            carol = new_online_account(dc, args.peer_ip, args.peer_domain)
+            alice_carol, _ = secure_join(alice, carol)
+            results[f"dc_ping_pong across relays ({args.cooldown:g} s cooldown)"] = ping_pong(
+                alice, alice_carol, carol, args.rounds, args.cooldown
+            )
+            carol.stop_io()
         batches = results["dc_send_10_receive_10"] = []
         submissions = results["  of which: last of 10 accepted by SMTP"] = []
         for number in range(args.runs):
@@ -165,6 +172,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ip", required=True, help="the relay's IP address (IMAP/SMTP host)")
     parser.add_argument("--domain", required=True, help="the relay's mail domain")
+    parser.add_argument("--peer-ip", help="a second relay: ping-pong across relays too")
+    parser.add_argument("--peer-domain", help="the second relay's mail domain")
     parser.add_argument("--rounds", type=int, default=10, help="ping-pong rounds (default 10)")
     parser.add_argument(
         "--runs", type=int, default=3, help="configure and send-10 repetitions (default 3)"
@@ -175,6 +184,8 @@ def main() -> int:
     args = parser.parse_args()
     if args.rounds < 1 or args.runs < 1:
         parser.error("--rounds and --runs must be at least 1")
+    if bool(args.peer_ip) != bool(args.peer_domain):
+        parser.error("--peer-ip and --peer-domain go together")
 
     results: dict[str, list[float]] = {}
     failure = None

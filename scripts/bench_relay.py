@@ -5,6 +5,8 @@
   IMAP IDLE reports EXISTS, one message at a time.
 - new-account logins per second: first IMAP logins of fresh addresses
   (each creates an account), from several concurrent clients.
+- across relays (--federation A B): submission on relay A until IDLE on
+  relay B, beside A to A, in the same run.
 """
 
 from __future__ import annotations
@@ -31,9 +33,14 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
-def submit_to_idle(ip: str, domain: str, count: int, gpg: Gpg) -> list[float]:
-    recipient = new_credentials(domain)
-    imap = imap_login(ip, *recipient)
+def submit_to_idle(
+    ip: str, domain: str, count: int, gpg: Gpg, to: tuple[str, str] | None = None
+) -> list[float]:
+    """Latencies from submitting on the relay at `ip` until IDLE at the recipient, who is
+    on the same relay or on the relay `to` (its address and domain)."""
+    recipient_ip, recipient_domain = to or (ip, domain)
+    recipient = new_credentials(recipient_domain)
+    imap = imap_login(recipient_ip, *recipient)
     imap.select("INBOX")
     # Enough senders that none waits for its rate limit.
     senders = [new_credentials(domain) for _ in range(-(-count // BURST))]
@@ -101,6 +108,15 @@ def compare(names: list[str], messages: int, gpg: Gpg) -> None:
             print(f"p50 {name} / {fastest}: {p50[name] / p50[fastest]:.1f}x")
 
 
+def federation(sender: str, peer: str, messages: int, gpg: Gpg) -> None:
+    """submit->IDLE within the sending relay and from it to its peer, one after the other."""
+    ip, domain, _ = container_relay(sender)
+    peer_ip, peer_domain, _ = container_relay(peer)
+    report(f"{domain} -> {domain}", submit_to_idle(ip, domain, messages, gpg))
+    cross = submit_to_idle(ip, domain, messages, gpg, to=(peer_ip, peer_domain))
+    report(f"{domain} -> {peer_domain}", cross)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ip", help="the relay's address")
@@ -111,6 +127,12 @@ def main() -> None:
         metavar="CONTAINER",
         help="measure submit->IDLE on these relay containers side by side",
     )
+    parser.add_argument(
+        "--federation",
+        nargs=2,
+        metavar=("SENDER", "PEER"),
+        help="measure submit->IDLE on relay container SENDER and from it to PEER",
+    )
     parser.add_argument("--messages", type=int, default=50)
     parser.add_argument("--accounts", type=int, default=100)
     parser.add_argument("--clients", type=int, default=8)
@@ -120,6 +142,9 @@ def main() -> None:
         gpg = Gpg(Path(home) / "gnupg")
         if args.compare:
             compare(args.compare, args.messages, gpg)
+            return
+        if args.federation:
+            federation(*args.federation, args.messages, gpg)
             return
         if not (args.ip and args.domain):
             parser.error("--ip and --domain are required without --compare")

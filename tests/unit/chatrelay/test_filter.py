@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 import os
 import smtplib
 import socket
@@ -385,11 +386,14 @@ def dkim_dns() -> DkimDns:
     return dns
 
 
-def test_incoming_signed_encrypted_mail_is_accepted(start_filter, sink, dkim_dns):
+def test_incoming_signed_encrypted_mail_is_accepted(start_filter, sink, dkim_dns, caplog):
     f = start_filter(outgoing=False)
     mail = dkim_dns.sign(s.pgp_mime(ENCRYPTED, REMOTE, ALICE), "example.net")
-    assert send(f.port, REMOTE, [ALICE], mail) == (250, "2.0.0 Ok: queued as SINK1")
+    with caplog.at_level(logging.INFO, logger="chatrelay.filter"):
+        assert send(f.port, REMOTE, [ALICE], mail) == (250, "2.0.0 Ok: queued as SINK1")
     assert sink.received == [(REMOTE, [ALICE], mail, [])]
+    # The operator's log names the domain whose signature admitted the mail.
+    assert "incoming: accept 250 (encrypted, DKIM valid for d=example.net)" in caplog.text
 
 
 def test_incoming_without_signature(start_filter, sink):

@@ -205,7 +205,7 @@ def check_dkim(msg: Message, content: bytes, dnsfunc: DnsFunc | None = None) -> 
             if verifier is None:
                 verifier = dkim.DKIM(content, logger=_dkim_log, minkey=1024)
             if verifier.verify(idx=index, dnsfunc=lookup):
-                return Verdict(None, "DKIM valid")
+                return Verdict(None, f"DKIM valid for d={signing_domain}")
             problem = "signature not verified (bad signature or no key in DNS)"
         except Exception as exc:  # dkimpy raises assorted errors on junk
             problem = f"{type(exc).__name__}: {exc}"
