@@ -12,7 +12,8 @@ defaults and templates read (by parsing their Jinja expressions) and reports:
 - a default that disagrees with the spec: each `defaults/main.yml` value is
   the spec's `default`, except templated values, which the spec describes
   without a default, and placeholders of required options; a spec default
-  without a value in `defaults/main.yml`;
+  without a value in `defaults/main.yml`; a declared option the role never
+  reads;
 - a `chatmail_*` declaration outside role chatmail that gives a default or
   another type: role chatmail holds the one default.
 """
@@ -182,6 +183,8 @@ def check_role(role: Path, roles: list[str]) -> list[str]:
     for var, option in spec.items():
         if "default" in option and var not in defaults and not var.startswith(SHARED_PREFIX):
             problems.append(f"role {name}: spec default of {var} is missing from defaults/main.yml")
+        elif var not in reads.read and var not in defaults:
+            problems.append(f"role {name} declares {var} but never reads it")
     return problems
 
 

@@ -99,6 +99,20 @@ def test_a_second_default_of_a_shared_setting_is_reported(roles):
     ]
 
 
+def test_a_declared_option_nothing_reads_is_reported(roles):
+    spec = roles / "turn/meta/argument_specs.yml"
+    spec.write_text(
+        spec.read_text().replace(
+            "    options:\n",
+            "    options:\n      turn_colour:\n        type: str\n        description: Unused.\n",
+            1,
+        )
+    )
+    assert role_variables.check_roles(roles) == [
+        "role turn declares turn_colour but never reads it"
+    ]
+
+
 def test_a_template_that_does_not_parse_is_an_error(roles):
     append(roles / "turn/templates/broken.j2", "{{ turn_realm \n")
     with pytest.raises(ValueError, match=r"turn/templates/broken\.j2"):
