@@ -33,6 +33,12 @@ def append(path: Path, text: str) -> None:
         out.write(text)
 
 
+def replace_once(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text, f"{old!r} not in {path}"
+    path.write_text(text.replace(old, new, 1))
+
+
 def test_an_undeclared_setting_in_a_template_is_reported(roles):
     append(
         roles / "postfix/templates/etc/postfix/main.cf.j2", "smtpd_banner = {{ postfix_banner }}\n"
@@ -69,9 +75,10 @@ def test_what_a_role_sets_itself_is_not_a_setting(roles):
 
 
 def test_a_default_that_disagrees_with_the_spec_is_reported(roles):
-    defaults = roles / "postfix/defaults/main.yml"
-    defaults.write_text(
-        defaults.read_text().replace("postfix_queue_lifetime: 2d", "postfix_queue_lifetime: 5d")
+    replace_once(
+        roles / "postfix/defaults/main.yml",
+        "postfix_queue_lifetime: 2d",
+        "postfix_queue_lifetime: 5d",
     )
     assert role_variables.check_roles(roles) == [
         "role postfix: postfix_queue_lifetime defaults to '5d' in defaults/main.yml "
@@ -86,13 +93,10 @@ def test_an_undeclared_default_is_reported(roles):
 
 
 def test_a_second_default_of_a_shared_setting_is_reported(roles):
-    spec = roles / "tls/meta/argument_specs.yml"
-    spec.write_text(
-        spec.read_text().replace(
-            "      chatmail_acme_webroot:\n        type: path\n",
-            "      chatmail_acme_webroot:\n        type: path\n        default: /srv/acme\n",
-            1,
-        )
+    replace_once(
+        roles / "tls/meta/argument_specs.yml",
+        "      chatmail_acme_webroot:\n        type: path\n",
+        "      chatmail_acme_webroot:\n        type: path\n        default: /srv/acme\n",
     )
     assert role_variables.check_roles(roles) == [
         "role tls gives chatmail_acme_webroot a default; role chatmail holds it"
@@ -100,13 +104,10 @@ def test_a_second_default_of_a_shared_setting_is_reported(roles):
 
 
 def test_a_declared_option_nothing_reads_is_reported(roles):
-    spec = roles / "turn/meta/argument_specs.yml"
-    spec.write_text(
-        spec.read_text().replace(
-            "    options:\n",
-            "    options:\n      turn_colour:\n        type: str\n        description: Unused.\n",
-            1,
-        )
+    replace_once(
+        roles / "turn/meta/argument_specs.yml",
+        "    options:\n",
+        "    options:\n      turn_colour:\n        type: str\n        description: Unused.\n",
     )
     assert role_variables.check_roles(roles) == [
         "role turn declares turn_colour but never reads it"
