@@ -2,32 +2,25 @@
 
 from __future__ import annotations
 
-import asyncio
-import base64
 import logging
 import os
 import smtplib
 import socket
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import chatrelay
-import dkim
 import pgp_samples as s
 import pytest
-from aiosmtpd.smtp import SMTP, Envelope
 from chatrelay import filter as relay_filter
 from chatrelay import mailbox
 from chatrelay.config import Config
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from relay_servers import close, free_port, run
 
 DOMAIN = "example.org"
 ALICE = "alice@example.org"
@@ -36,88 +29,12 @@ REMOTE = "carol@example.net"
 ENCRYPTED = s.armor(s.PKESK + s.SEIPD)
 
 
-# --- an event loop in a thread, a sink standing in for the reinjection smtpd ---------
-
-
-@pytest.fixture(scope="module")
-def loop() -> Iterator[asyncio.AbstractEventLoop]:
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    yield loop
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(5)
-
-
-def run(loop: asyncio.AbstractEventLoop, coroutine):
-    return asyncio.run_coroutine_threadsafe(coroutine, loop).result(10)
-
-
-async def close(server: asyncio.Server) -> None:
-    server.close()
-    await server.wait_closed()
-
-
-@dataclass
-class Sink:
-    """Records what the reinjection server was given; refuses some recipients."""
-
-    port: int = 0
-    received: list[tuple[str, list[str], bytes, list[str]]] = field(default_factory=list)
-    refuse_recipient: str = "refused@example.net"
-
-    async def handle_RCPT(self, server, session, envelope: Envelope, address, rcpt_options):
-        if address == self.refuse_recipient:
-            return "550 5.1.1 <refused@example.net>: Recipient address rejected"
-        envelope.rcpt_tos.append(address)
-        return "250 2.1.5 Ok"
-
-    async def handle_DATA(self, server, session, envelope: Envelope):
-        self.received.append(
-            (
-                envelope.mail_from,
-                list(envelope.rcpt_tos),
-                envelope.original_content,
-                list(envelope.mail_options),
-            )
-        )
-        return f"250 2.0.0 Ok: queued as SINK{len(self.received)}"
-
-
-class SinkSMTP(SMTP):
-    # Postfix's smtpd takes long lines, unlike aiosmtpd's default.
-    line_length_limit = 100_000
-
-
-@pytest.fixture
-def sink(loop) -> Iterator[Sink]:
-    sink = Sink()
-
-    async def start():
-        return await loop.create_server(
-            lambda: SinkSMTP(sink, hostname="sink", enable_SMTPUTF8=True, loop=loop),
-            "127.0.0.1",
-            0,
-        )
-
-    server = run(loop, start())
-    sink.port = server.sockets[0].getsockname()[1]
-    yield sink
-    run(loop, close(server))
-
-
 class Clock:
     def __init__(self) -> None:
         self.now = 1000.0
 
     def __call__(self) -> float:
         return self.now
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
@@ -338,52 +255,6 @@ def test_dots_and_long_lines_survive_unchanged(start_filter, sink):
 
 
 # --- incoming and DKIM ---------------------------------------------------------------
-
-
-@dataclass
-class DkimDns:
-    """Publishes DKIM keys for the test domains; counts lookups."""
-
-    records: dict[bytes, bytes] = field(default_factory=dict)
-    keys: dict[str, bytes] = field(default_factory=dict)
-    lookups: int = 0
-
-    def add(self, domain: str, selector: str = "sel") -> None:
-        key = rsa.generate_private_key(public_exponent=65537, key_size=1024)
-        self.keys[domain] = key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.TraditionalOpenSSL,
-            serialization.NoEncryption(),
-        )
-        public = key.public_key().public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-        name = f"{selector}._domainkey.{domain}.".encode()
-        self.records[name] = b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)
-
-    def lookup(self, name: bytes, timeout: float = 5) -> bytes | None:
-        self.lookups += 1
-        if name.startswith(b"slow."):
-            raise dkim.DnsTimeoutError("timed out")
-        return self.records.get(name)
-
-    def sign(self, message: bytes, domain: str, selector: str = "sel") -> bytes:
-        header = dkim.sign(
-            message,
-            selector.encode(),
-            domain.encode(),
-            self.keys[domain],
-            include_headers=[b"from", b"to", b"subject", b"date", b"message-id"],
-        )
-        return header + message
-
-
-@pytest.fixture(scope="module")
-def dkim_dns() -> DkimDns:
-    dns = DkimDns()
-    for domain in ("example.net", "mail.example.net", "other.example"):
-        dns.add(domain)
-    return dns
 
 
 def test_incoming_signed_encrypted_mail_is_accepted(start_filter, sink, dkim_dns, caplog):

@@ -45,6 +45,12 @@ class Config:
     filter_incoming_port: int = 10081
     reinject_outgoing_port: int = 10025
     reinject_incoming_port: int = 10026
+    # HTTPS delivery between relays (SPEC section 12): the incoming filter's HTTP
+    # listener behind nginx, and the delivery service Postfix hands remote mail to.
+    mxdeliv_port: int = 10082
+    delivery_port: int = 10027
+    # The delivery service asks DNS for IPv4 addresses only.
+    disable_ipv6: bool = False
     # Metadata service: push notifications (SPEC section 7).
     push_gateway_url: str = "https://notifications.delta.chat/notify"
     push_queue_dir: Path = Path("/var/lib/chatmail/push")
@@ -80,6 +86,15 @@ _SIZES = {"min_available_memory", "min_free_disk_space", "max_message_size", "ma
 _CHOICES = {"tls_mode": ("acme", "self_signed", "external")}
 
 
+def _parse_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("true", "yes", "1"):
+        return True
+    if lowered in ("false", "no", "0"):
+        return False
+    raise ValueError("expected true or false")
+
+
 def extra_files(path: Path) -> list[Path]:
     """Settings files of other roles, read after the main one: <dir>/<name>.d/*.ini."""
     return sorted((path.parent / f"{path.stem}.d").glob("*.ini"))
@@ -111,6 +126,8 @@ def load(path: Path = DEFAULT_PATH) -> Config:
                 values[field.name] = parse_size(text)
             elif field.type in ("int",):
                 values[field.name] = int(text)
+            elif field.type == "bool":
+                values[field.name] = _parse_bool(text)
             elif field.type == "float":
                 values[field.name] = float(text)
             elif field.type == "Path":

@@ -65,7 +65,7 @@ class Verdict(NamedTuple):
     reason: str
 
 
-def _ascii(text: str) -> str:
+def ascii_text(text: str) -> str:
     """Make text safe for an SMTP reply line (our peer may not speak SMTPUTF8)."""
     printable = "".join(char if char.isprintable() else "?" for char in text)
     return printable.encode("ascii", "replace").decode("ascii")
@@ -114,7 +114,7 @@ def _domain(address: str) -> str:
     return address.rpartition("@")[2]
 
 
-def _domain_key(domain: str) -> str:
+def domain_key(domain: str) -> str:
     """Normalise a domain for comparison: case, trailing dot, IDN to A-labels."""
     domain = domain.strip().rstrip(".").lower()
     try:
@@ -126,7 +126,7 @@ def _domain_key(domain: str) -> str:
 def accepts_cleartext(config: relay_config.Config, recipient: str) -> bool:
     """True for a local recipient who has not opted in to encrypted-only mail."""
     local_part, at, domain = recipient.rpartition("@")
-    if not at or not local_part or _domain_key(domain) != _domain_key(config.mail_domain):
+    if not at or not local_part or domain_key(domain) != domain_key(config.mail_domain):
         return False
     # Dovecot lowercases user names, so mailbox directories are lowercase. A name
     # that cannot be an account has no mailbox to take the cleartext.
@@ -192,7 +192,7 @@ def check_dkim(msg: Message, content: bytes, dnsfunc: DnsFunc | None = None) -> 
         return Verdict(REPLY_NO_DKIM, "no DKIM signature")
     if not from_domain:
         return Verdict(REPLY_BAD_DKIM, "DKIM: no single From: address to align with")
-    wanted = _domain_key(from_domain)
+    wanted = domain_key(from_domain)
     lookup = _KeyLookup(dnsfunc or get_txt)
     problem = "no signature with d= matching From:"
     verifier = None
@@ -200,7 +200,7 @@ def check_dkim(msg: Message, content: bytes, dnsfunc: DnsFunc | None = None) -> 
         try:
             tags = dkim.util.parse_tag_value(str(signature).encode("utf-8", "surrogateescape"))
             signing_domain = tags.get(b"d", b"").decode("ascii", "replace")
-            if _domain_key(signing_domain) != wanted:
+            if domain_key(signing_domain) != wanted:
                 continue
             if verifier is None:
                 verifier = dkim.DKIM(content, logger=_dkim_log, minkey=1024)
@@ -251,7 +251,7 @@ def _format_reply(code: int, text: bytes | str) -> str:
     """Turn a reply read by smtplib back into SMTP reply lines (multi-line kept)."""
     if isinstance(text, bytes):
         text = text.decode("utf-8", "replace")
-    lines = [_ascii(line) for line in text.splitlines()] or [""]
+    lines = [ascii_text(line) for line in text.splitlines()] or [""]
     head = [f"{code}-{line}" for line in lines[:-1]]
     return "\r\n".join([*head, f"{code} {lines[-1]}"])
 
@@ -329,7 +329,7 @@ class FilterHandler:
                 verdict = Verdict(REPLY_BAD_SENDER, "envelope sender not one @")
                 return self._decided(verdict, REPLY_BAD_SENDER)
             if not self.limiter.allow(address.lower()):
-                reply = f"450 4.7.1 Too much mail from {_ascii(address)}"
+                reply = f"450 4.7.1 Too much mail from {ascii_text(address)}"
                 return self._decided(Verdict(reply, "rate limit"), reply)
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
