@@ -6,12 +6,15 @@
 - new-account logins per second: first IMAP logins of fresh addresses
   (each creates an account), from several concurrent clients.
 - across relays (--federation A B): submission on relay A until IDLE on
-  relay B, beside A to A, in the same run.
+  relay B, beside A to A, in the same run, once over each way relay A has:
+  its delivery service over HTTPS /mxdeliv, the same service over SMTP (B's
+  port 443 refused to A for the while), and Postfix's own SMTP client.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import subprocess
 import sys
@@ -72,7 +75,7 @@ def account_creation_rate(ip: str, domain: str, count: int, clients: int) -> flo
 def report(name: str, seconds: list[float]) -> None:
     ms = [s * 1000 for s in seconds]
     print(
-        f"{name:<44} n={len(ms):<4} p50={statistics.median(ms):7.1f} ms  "
+        f"{name:<56} n={len(ms):<4} p50={statistics.median(ms):7.1f} ms  "
         f"p95={percentile(ms, 0.95):7.1f} ms  p99={percentile(ms, 0.99):7.1f} ms  "
         f"max={max(ms):7.1f} ms"
     )
@@ -108,13 +111,65 @@ def compare(names: list[str], messages: int, gpg: Gpg) -> None:
             print(f"p50 {name} / {fastest}: {p50[name] / p50[fastest]:.1f}x")
 
 
+@contextlib.contextmanager
+def https_refused(sender: str, peer_ip: str):
+    """The sender's connections to the peer's port 443 are refused (a packet filter in
+    its network namespace); its delivery service falls back to SMTP and, having seen
+    SMTP work, stays with it until it restarts at the end."""
+    pid = subprocess.run(
+        ["docker", "inspect", "-f", "{{.State.Pid}}", sender],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    rule = [
+        "OUTPUT",
+        "-p",
+        "tcp",
+        "-d",
+        peer_ip,
+        "--dport",
+        "443",
+        "-j",
+        "REJECT",
+        "--reject-with",
+        "tcp-reset",
+    ]
+    subprocess.run(["nsenter", "-t", pid, "-n", "iptables", "-I", *rule], check=True)
+    try:
+        yield
+    finally:
+        subprocess.run(["nsenter", "-t", pid, "-n", "iptables", "-D", *rule], check=False)
+        inside(sender, "systemctl", "restart", "chatmail-delivery.service")
+
+
+@contextlib.contextmanager
+def postfix_smtp(sender: str):
+    """Remote mail by Postfix's own SMTP client (chatmail_mxdeliv_send: false) for the while."""
+    transport = inside(sender, "postconf", "-h", "default_transport")
+    inside(sender, "postconf", "-e", "default_transport=smtp")
+    inside(sender, "postfix", "reload")
+    try:
+        yield
+    finally:
+        inside(sender, "postconf", "-e", f"default_transport={transport}")
+        inside(sender, "postfix", "reload")
+
+
 def federation(sender: str, peer: str, messages: int, gpg: Gpg) -> None:
-    """submit->IDLE within the sending relay and from it to its peer, one after the other."""
+    """submit->IDLE within the sending relay and from it to its peer over each channel."""
     ip, domain, _ = container_relay(sender)
     peer_ip, peer_domain, _ = container_relay(peer)
     report(f"{domain} -> {domain}", submit_to_idle(ip, domain, messages, gpg))
-    cross = submit_to_idle(ip, domain, messages, gpg, to=(peer_ip, peer_domain))
-    report(f"{domain} -> {peer_domain}", cross)
+    ways = [
+        ("https (delivery service)", contextlib.nullcontext()),
+        ("smtp (delivery service)", https_refused(sender, peer_ip)),
+        ("smtp (Postfix smtp client)", postfix_smtp(sender)),
+    ]
+    for name, way in ways:
+        with way:
+            cross = submit_to_idle(ip, domain, messages, gpg, to=(peer_ip, peer_domain))
+        report(f"{domain} -> {peer_domain} {name}", cross)
 
 
 def main() -> None:

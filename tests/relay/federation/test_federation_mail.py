@@ -1,8 +1,9 @@
 """Mail between two relays and from the classic mail world (SPEC §3, §4).
 
-Relays find each other by MX at the test zones' nameserver, deliver with the peer's
-certificate verified (Pebble's root is an extra trusted CA of theirs) and admit mail from
-outside only with a valid DKIM signature of the From: domain.
+Relays find each other by MX at the test zones' nameserver, deliver to each other over
+HTTPS (/mxdeliv) and to the classic world over SMTP, with the peer's certificate verified
+(Pebble's root and the classic server's test CA are extra trusted CAs of theirs), and
+admit mail from outside only with a valid DKIM signature of the From: domain.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from mailclient import cleartext_message, pgp_mime, submit, wait_for_messages
 from servers import through_classic
 
 
-def test_encrypted_mail_crosses_with_verified_tls_and_aligned_dkim(direction, gpg):
+def test_encrypted_mail_crosses_over_https_with_aligned_dkim(direction, gpg):
     sender_relay, recipient_relay = direction
     since = time.time() - 1
     sender, recipient = sender_relay.new_account(), recipient_relay.new_account()
@@ -25,12 +26,20 @@ def test_encrypted_mail_crosses_with_verified_tls_and_aligned_dkim(direction, gp
 
     [delivered] = wait_for_messages(recipient_relay.ip, *recipient, count=1, timeout=30)
     assert armored.strip().splitlines()[3].encode() in delivered
-    peer = rf"{re.escape(recipient_relay.domain)}\[{re.escape(recipient_relay.ip)}\]:25"
-    sent_log = sender_relay.journal(since, "postfix@-")
-    assert re.search(rf"Verified TLS connection (established|reused) to {peer}", sent_log), sent_log
-    assert re.search(rf"to=<{re.escape(recipient[0])}>, relay={peer},.* status=sent", sent_log)
-    filter_log = recipient_relay.journal(since, "chatmail-filter-incoming")
-    assert f"incoming: accept 250 (encrypted, DKIM valid for d={sender_relay.domain})" in filter_log
+    domain = recipient_relay.domain
+    sent_log = sender_relay.journal(since, "postfix@-", "chatmail-delivery")
+    # Postfix handed it to the delivery service, which named the channel it used.
+    assert f"{domain}: 1x 250 via https ({domain})" in sent_log, sent_log
+    assert re.search(
+        rf"to=<{re.escape(recipient[0])}>, relay=127\.0\.0\.1\[127\.0\.0\.1\]:\d+,.*"
+        rf" status=sent \(250 .*\({re.escape(domain)} over https\)\)",
+        sent_log,
+    ), sent_log
+    received_log = recipient_relay.journal(since, "chatmail-mxdeliv")
+    accepted = (
+        f"incoming: accept 250 over https (encrypted, DKIM valid for d={sender_relay.domain})"
+    )
+    assert accepted in received_log, received_log
 
 
 def test_a_bounce_from_the_peer_comes_back_signed_and_is_accepted(relay1, relay2, gpg):
@@ -47,8 +56,33 @@ def test_a_bounce_from_the_peer_comes_back_signed_and_is_accepted(relay1, relay2
     assert f"<MAILER-DAEMON@{relay2.domain}>".encode() in bounce
     signed = relay2.journal(since, "opendkim")
     assert f"DKIM-Signature field added (s=dkim, d={relay2.domain})" in signed
-    accepted = relay1.journal(since, "chatmail-filter-incoming")
-    assert f"accept 250 (mailer-daemon report, DKIM valid for d={relay2.domain})" in accepted
+    # relay2 sent its report over HTTPS, with no envelope sender.
+    accepted = relay1.journal(since, "chatmail-mxdeliv")
+    report = f"accept 250 over https (mailer-daemon report, DKIM valid for d={relay2.domain})"
+    assert report in accepted, accepted
+
+
+def test_the_classic_world_gets_mail_over_smtp_with_verified_tls(relay1, classic, gpg):
+    since = time.time() - 1
+    sender = relay1.new_account()
+    recipient = f"bob@{classic.domain}"
+
+    assert (
+        submit(relay1.ip, sender, recipient, pgp_mime(sender[0], recipient, gpg.encrypt("hi")))[0]
+        == {}
+    )
+
+    deadline = time.monotonic() + 30
+    while f"{classic.domain}: 1x 250 via smtp" not in (
+        log := relay1.journal(since, "chatmail-delivery")
+    ):
+        assert time.monotonic() < deadline, log
+        time.sleep(0.5)
+    # No /mxdeliv there (nothing listens on 443): HTTPS failed first, then SMTP took it.
+    assert f"{classic.domain}: https to {classic.domain} failed" in log
+    received = classic.host.run("journalctl --no-pager -o cat -u postfix@-").stdout
+    assert re.search(rf"to=<{re.escape(recipient)}>.* status=sent", received), received
+    assert "TLS connection established from" in received
 
 
 def test_unsigned_mail_from_the_classic_world_is_refused(relay2, classic, gpg):
