@@ -68,3 +68,15 @@ def test_missing_file_and_required_settings(tmp_path):
         load(write(tmp_path / "relay.ini", "[relay]\nmail_domain = a.example\n"))
     with pytest.raises(ValueError, match=r"missing \[relay\] section"):
         load(write(tmp_path / "other.ini", "[other]\n"))
+
+
+@pytest.mark.parametrize(("text", "value"), [("true", True), ("False", False), ("yes", True)])
+def test_reads_switches(main_file, text, value):
+    write(main_file.parent / "relay.d" / "x.ini", f"[relay]\ndisable_ipv6 = {text}\n")
+    assert load(main_file).disable_ipv6 is value
+
+
+def test_a_switch_that_is_neither_names_the_key(main_file):
+    write(main_file.parent / "relay.d" / "x.ini", "[relay]\ndisable_ipv6 = maybe\n")
+    with pytest.raises(ValueError, match=r"disable_ipv6 = 'maybe': expected true or false"):
+        load(main_file)
