@@ -359,6 +359,16 @@ class Deliverer:
         url = f"https://{authority}:{self.https_port}{mxdeliv.PATH}"
         headers = [*mxdeliv.request_headers(sender, recipients)]
         headers.append(("Content-Type", "message/rfc822"))
+        try:
+            return await self._post_once(url, headers, content, verify)
+        except aiohttp.ServerDisconnectedError:
+            # Most likely a kept connection the peer closed meanwhile (nginx closes idle
+            # ones when it reloads), before reading the request: once more, afresh.
+            return await self._post_once(url, headers, content, verify)
+
+    async def _post_once(
+        self, url: str, headers: list[tuple[str, str]], content: bytes, verify: bool
+    ) -> str:
         async with self._http().post(
             url, data=content, headers=headers, ssl=self.contexts[verify], allow_redirects=False
         ) as response:
