@@ -13,6 +13,7 @@ import socket
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import dns.exception
 import dns.name
@@ -34,7 +35,7 @@ ENCRYPTED = s.armor(s.PKESK + s.SEIPD)
 class CountingSMTP(SMTP):
     """Records each client's address (STARTTLS makes a second connection_made call)."""
 
-    clients: set = set()
+    clients: ClassVar[set] = set()
 
     def connection_made(self, transport) -> None:
         type(self).clients.add(transport.get_extra_info("peername"))
