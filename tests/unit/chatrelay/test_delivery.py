@@ -358,3 +358,33 @@ def test_an_ip_literal_is_its_own_host():
     assert not delivery.verifies("[192.0.2.1]")
     assert not delivery.verifies("_test.example")
     assert delivery.verifies("example.org")
+
+
+def test_a_host_that_lost_port_25_since_it_took_smtp_gets_https_again(
+    loop, peer, deliverer, dkim_dns
+):
+    p = peer()
+    memory = delivery.ChannelMemory()
+    memory.took_smtp("localhost")
+    p.smtp_port = free_port()  # nothing listens: port 25 blocked
+    d = deliverer(p, memory=memory)
+    outcome = deliver(loop, d, mail(dkim_dns))
+    assert (outcome.channel, outcome.replies[0][:3]) == ("https", "250")
+    assert not memory.prefers_smtp("localhost")
+
+
+def test_a_bounce_goes_over_https_without_a_sender(loop, peer, deliverer, dkim_dns):
+    p = peer()
+    report = dkim_dns.sign(
+        s.mailer_daemon_report("MAILER-DAEMON@example.net", ALICE), "example.net"
+    )
+    sock = socket.create_server(("127.0.0.1", 0))
+    config = Config(mail_domain="sender.example", mailboxes_dir=Path("/nonexistent"))
+    server = run(loop, delivery.start_server(config, sock, deliverer(p)))
+    try:
+        replies = lmtp(sock.getsockname()[1], "", [ALICE], report)
+    finally:
+        run(loop, close(server))
+    assert replies[0].endswith("(localhost over https)"), replies
+    assert p.https_sink.received[0][:2] == ("<>", [ALICE])
+    assert p.smtp_sink.received == []

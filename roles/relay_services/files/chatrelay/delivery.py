@@ -104,6 +104,9 @@ class ChannelMemory:
     def took_smtp(self, host: str) -> None:
         self._took_smtp[host.lower()] = self.clock()
 
+    def forget(self, host: str) -> None:
+        self._took_smtp.pop(host.lower(), None)
+
     def prefers_smtp(self, host: str) -> bool:
         now = self.clock()
         for name in [name for name, then in self._took_smtp.items() if now - then >= self.window]:
@@ -375,6 +378,26 @@ class Deliverer:
             body = await response.text(errors="replace")
             return mxdeliv.reply_of(response.status, body)
 
+    async def _over_https(
+        self,
+        domain: str,
+        host: str,
+        verify: bool,
+        sender: str,
+        recipients: list[str],
+        content: bytes,
+    ) -> Outcome | None:
+        """Delivery by POST to host's /mxdeliv; None when that failed in any way."""
+        try:
+            reply = await self.post(host, verify, sender, recipients, content)
+        except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
+            reply = f"({type(exc).__name__}: {exc})"
+        if reply.startswith("2"):
+            line = reply_line(250, reply[4:], host, "https")
+            return Outcome([line] * len(recipients), "https", host)
+        log.info("%s: https to %s failed %s", domain, host, reply[:60])
+        return None
+
     async def deliver(
         self, domain: str, sender: str, recipients: list[str], content: bytes
     ) -> Outcome:
@@ -386,16 +409,11 @@ class Deliverer:
         verify = verifies(domain)
         problems = []
         for host in hosts:
-            if self.https and not self.memory.prefers_smtp(host):
-                try:
-                    reply = await self.post(host, verify, sender, recipients, content)
-                except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
-                    reply = f"({type(exc).__name__}: {exc})"
-                if reply.startswith("2"):
-                    return Outcome(
-                        [reply_line(250, reply[4:], host, "https")] * len(recipients), "https", host
-                    )
-                log.info("%s: https to %s failed %s, trying smtp", domain, host, reply[:60])
+            smtp_first = self.https and self.memory.prefers_smtp(host)
+            if self.https and not smtp_first:
+                outcome = await self._over_https(domain, host, verify, sender, recipients, content)
+                if outcome is not None:
+                    return outcome
             loop = asyncio.get_running_loop()
             try:
                 replies = await loop.run_in_executor(
@@ -404,6 +422,14 @@ class Deliverer:
             except Unreachable as exc:
                 log.info("%s: smtp to %s unreachable: %s", domain, host, exc)
                 problems.append(f"{host}: {exc}")
+                if smtp_first:
+                    # The host took SMTP lately but not now (port 25 blocked since?): HTTPS.
+                    self.memory.forget(host)
+                    outcome = await self._over_https(
+                        domain, host, verify, sender, recipients, content
+                    )
+                    if outcome is not None:
+                        return outcome
                 continue
             if any(code_of(reply) == 250 for reply in replies):
                 self.memory.took_smtp(host)
@@ -429,12 +455,14 @@ class DeliveryHandler:
 
     async def handle_DATA(self, server: LMTP, session: Session, envelope: Envelope) -> str:
         content = envelope.original_content or b""
+        # aiosmtpd keeps the null sender of a bounce as "<>".
+        sender = "" if envelope.mail_from in (None, "<>") else envelope.mail_from
         by_domain: dict[str, list[str]] = {}
         for recipient in envelope.rcpt_tos:
             by_domain.setdefault(recipient.rpartition("@")[2].lower(), []).append(recipient)
         outcomes = await asyncio.gather(
             *(
-                self.deliverer.deliver(domain, envelope.mail_from or "", rcpts, content)
+                self.deliverer.deliver(domain, sender, rcpts, content)
                 for domain, rcpts in by_domain.items()
             )
         )
