@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import logging
 import random
@@ -245,15 +246,21 @@ class SmtpClient:
         with self._lock:
             self._idle.setdefault((host.lower(), verify), []).append((self.clock(), smtp))
 
-    def close_idle(self) -> None:
-        """Close the sessions idle for too long (and, at exit, all)."""
+    def close_idle(self, everything: bool = False) -> None:
+        """Close the sessions idle for too long, or (at exit) all of them."""
         with self._lock:
-            for key, idle in list(self._idle.items()):
-                keep = [(since, s) for since, s in idle if self.clock() - since < IDLE_TIMEOUT]
+            for key, idle in self._idle.items():
+                fresh = (
+                    []
+                    if everything
+                    else [
+                        (since, smtp) for since, smtp in idle if self.clock() - since < IDLE_TIMEOUT
+                    ]
+                )
                 for since, smtp in idle:
-                    if (since, smtp) not in keep:
+                    if (since, smtp) not in fresh:
                         _close(smtp)
-                self._idle[key] = keep
+                self._idle[key] = fresh
 
     def send(
         self, host: str, verify: bool, sender: str, recipients: list[str], content: bytes
@@ -351,7 +358,7 @@ class Deliverer:
         if self._session is not None:
             await self._session.close()
         self._threads.shutdown(wait=False, cancel_futures=True)
-        self.smtp.close_idle()
+        self.smtp.close_idle(everything=True)
 
     async def post(
         self, host: str, verify: bool, sender: str, recipients: list[str], content: bytes
@@ -470,9 +477,7 @@ class DeliveryHandler:
         for (domain, rcpts), outcome in zip(by_domain.items(), outcomes, strict=True):
             for recipient, reply in zip(rcpts, outcome.replies, strict=True):
                 reply_of[recipient] = reply
-            counts = {}
-            for reply in outcome.replies:
-                counts[reply[:3]] = counts.get(reply[:3], 0) + 1
+            counts = collections.Counter(reply[:3] for reply in outcome.replies)
             summary = ", ".join(f"{n}x {code}" for code, n in sorted(counts.items()))
             log.info("%s: %s via %s (%s)", domain, summary, outcome.channel, outcome.host)
         # LMTP: one reply per recipient after DATA, in the order of RCPT.
