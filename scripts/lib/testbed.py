@@ -5,7 +5,7 @@ Molecule creates its scenarios' containers from that platform; scripts and
 tests that start relay containers of their own take the same settings from
 here, as `docker run` arguments:
 
-    python3 scripts/lib/testbed.py docker-run NAME   # one argument per line
+    python3 scripts/lib/testbed.py docker-run NAME [RELEASE]   # one argument per line
 """
 
 from __future__ import annotations
@@ -31,8 +31,13 @@ def relay_settings() -> dict:
     return config["provisioner"]["inventory"]["group_vars"]["chatmail_relays"]
 
 
-def docker_run_args(name: str) -> list[str]:
-    """Arguments of `docker run` for a detached test-bed container NAME."""
+def image(release: str) -> str:
+    """The test bed's image of Debian RELEASE ("12", "13"): the one Dovecot is built in."""
+    return relay_settings()["dovecot_build_images"][release]
+
+
+def docker_run_args(name: str, release: str | None = None) -> list[str]:
+    """Arguments of `docker run` for a detached test-bed container NAME (of Debian RELEASE)."""
     spec = platform(name)
     args = ["--detach", "--name", name, "--hostname", name]
     args += [f"--network={network['name']}" for network in spec.get("networks", [])]
@@ -42,14 +47,14 @@ def docker_run_args(name: str) -> list[str]:
     args += [f"--tmpfs={path}" for path in spec.get("tmpfs", [])]
     args += [f"--cap-add={capability}" for capability in spec.get("capabilities", [])]
     args += [f"--security-opt={option}" for option in spec.get("security_opts", [])]
-    return [*args, spec["image"], *shlex.split(spec["command"])]
+    return [*args, image(release) if release else spec["image"], *shlex.split(spec["command"])]
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 3 or argv[1] != "docker-run":
-        print("usage: testbed.py docker-run NAME", file=sys.stderr)
+    if len(argv) not in (3, 4) or argv[1] != "docker-run":
+        print("usage: testbed.py docker-run NAME [RELEASE]", file=sys.stderr)
         return 2
-    print("\n".join(docker_run_args(argv[2])))
+    print("\n".join(docker_run_args(*argv[2:])))
     return 0
 
 

@@ -26,10 +26,15 @@ def docker(*args: str) -> str:
 
 @pytest.fixture
 def systemd_container(request):
-    """A fresh test-bed container (systemd running), named after the test module."""
+    """A fresh test-bed container (systemd running), named after the test module.
+
+    Parametrized indirectly with a Debian release ("12", "13"), it is one of that release.
+    """
+    release = getattr(request, "param", None)
     name = "chatmail-test-" + request.module.__name__.removeprefix("test_").replace("_", "-")
+    name += f"-debian{release}" if release else ""
     subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
-    docker("run", *testbed.docker_run_args(name))
+    docker("run", *testbed.docker_run_args(name, release))
     for _ in range(30):
         state = subprocess.run(["docker", "exec", name, "systemctl", "is-system-running"],
                                capture_output=True, text=True, check=False).stdout  # fmt: skip

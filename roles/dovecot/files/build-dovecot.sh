@@ -8,22 +8,26 @@
 # or debug symbols: one compile of the Dovecot tree.
 #
 # The cache directory for a build is <cache-dir>/<source version>-<id>-<release>:
-# the newest source version the mirror serves, without its epoch (as in
-# Debian's file names), the first 12 hex digits of the sha256 of the patch and
-# trim-packaging.py together, and the image's Debian release (its codename).
+# the newest Dovecot 2.3 source version the mirror serves (for Debian 13, whose
+# own is 2.4: bookworm's), without its epoch (as in Debian's file names), the
+# first 12 hex digits of the sha256 of the patch, trim-packaging.py and the
+# version scheme together, and the image's Debian release (its codename).
 # Finding the version takes a short-lived container and a few seconds; a
 # directory holding the completion marker is then reused without building.
 # The directory is the last line of stdout; all progress goes to stderr.
 #
-# The packages get the version <Debian version>+chatmail<N>, so `dpkg -s` tells
-# the patched build apart from Debian's. apt never reinstalls a version it has,
-# so N grows whenever the patch or the trimming changes
-# (tests/lint/test_dovecot_patch.py keeps them in step).
+# The packages get the version <Debian version>+chatmail<N>+deb<release>, so
+# `dpkg -s` tells the patched build apart from Debian's and a build for
+# Debian 13 from one for Debian 12 (a dist-upgraded relay gets the newer one).
+# apt never reinstalls a version it has, so N grows whenever the patch or the
+# trimming changes (tests/lint/test_dovecot_patch.py keeps them in step).
 set -euo pipefail
 
 readonly default_image=chatmail-relay/debian12-systemd:latest
 readonly source_package=dovecot
 readonly local_suffix=+chatmail2
+# The relay's configuration is Dovecot 2.3's (2.4 changed its syntax).
+readonly upstream_series=2.3
 readonly marker=.complete
 
 usage() {
@@ -68,7 +72,9 @@ patch_name=$(basename "${patch_file}")
 patch_sha256=$(sha256sum "${patch_file}" | cut -d' ' -f1)
 trim_script=$(dirname "$(realpath "${BASH_SOURCE[0]}")")/trim-packaging.py
 [[ -f ${trim_script} ]] || die "trim-packaging.py not found beside ${0##*/}"
-build_id=$(cat "${patch_file}" "${trim_script}" | sha256sum | cut -c1-12)
+# The version scheme is part of what is built.
+build_id=$({ cat "${patch_file}" "${trim_script}"; echo "${local_suffix}+deb<release>"; } |
+	sha256sum | cut -c1-12)
 mkdir -p "${cache_dir}"
 cache_dir=$(realpath "${cache_dir}")
 
@@ -83,7 +89,7 @@ trap 'exit 130' INT TERM
 mkdir "${workdir}/src" "${workdir}/out"
 
 # Runs inside the container as root; "resolve" prints the image's Debian
-# release and fetches the newest source version the mirror can actually serve
+# release and fetches the newest 2.3 source version the mirror can actually serve
 # (the Sources index of bookworm-security may name a version whose files are
 # not on the mirror), "build" builds that source with the patch.
 cat >"${workdir}/in-container.sh" <<'EOF'
@@ -94,12 +100,20 @@ apt_opts=(-q -o APT::Sandbox::User=root)
 # Whatever happens, leave the bind-mounted files to the caller.
 trap 'chown -R "${HOST_UID}:${HOST_GID}" /src /out' EXIT
 
+# Source lines for the image's own suites and, for releases after Debian 12
+# (whose own Dovecot is 2.4), for bookworm's suites on the same mirror: the
+# newest Dovecot 2.3 source is bookworm's.
 enable_deb_src() {
-	local file
+	local file codename
+	codename=$(. /etc/os-release && echo "${VERSION_CODENAME}")
 	for file in /etc/apt/sources.list.d/*.sources; do
-		[[ -e ${file} ]] || continue
+		[[ -e ${file} && ${file} != *-deb-src*.sources ]] || continue
 		sed '/^Types:/c\Types: deb-src' "${file}" \
 			>"${file%.sources}-deb-src.sources"
+		[[ ${codename} == bookworm ]] && continue
+		sed -e '/^Types:/c\Types: deb-src' \
+			-e "/^Suites:/s/\b${codename}\b/bookworm/g" "${file}" \
+			>"${file%.sources}-deb-src-bookworm.sources"
 	done
 	if [[ -f /etc/apt/sources.list ]]; then
 		sed -n 's/^deb /deb-src /p' /etc/apt/sources.list \
@@ -135,8 +149,9 @@ resolve() {
 		fi
 		echo "source ${SOURCE_PACKAGE} ${version} is not downloadable" >&2
 	done < <(apt-cache showsrc --only-source "${SOURCE_PACKAGE}" |
-		sed -n 's/^Version: //p' | sort -u | newest_first)
-	echo "no version of source ${SOURCE_PACKAGE} is downloadable" >&2
+		sed -n 's/^Version: //p' | grep -E "^([0-9]+:)?${UPSTREAM_SERIES//./\\.}\\." |
+		sort -u | newest_first)
+	echo "no version ${UPSTREAM_SERIES}.* of source ${SOURCE_PACKAGE} is downloadable" >&2
 	return 1
 }
 
@@ -155,7 +170,7 @@ build() {
 
 	# The new entry reuses the previous entry's date, which becomes
 	# SOURCE_DATE_EPOCH, so the packages do not depend on the build day.
-	version=$(dpkg-parsechangelog -S Version)${LOCAL_SUFFIX}
+	version=$(dpkg-parsechangelog -S Version)${LOCAL_SUFFIX}+deb$(. /etc/os-release && echo "${VERSION_ID}")
 	description=$(sed -n 's/^Description: //p' "/patch/${PATCH_NAME}" | head -n1)
 	{
 		printf '%s (%s) %s; urgency=medium\n\n' "${SOURCE_PACKAGE}" \
@@ -185,6 +200,7 @@ run_in_container() {
 	docker run --rm --name "${container}" \
 		--env SOURCE_PACKAGE="${source_package}" \
 		--env LOCAL_SUFFIX="${local_suffix}" \
+		--env UPSTREAM_SERIES="${upstream_series}" \
 		--env PATCH_NAME="${patch_name}" \
 		--env HOST_UID="$(id -u)" --env HOST_GID="$(id -g)" \
 		--volume "${workdir}/in-container.sh:/in-container.sh:ro" \
@@ -225,7 +241,7 @@ mv "${workdir}"/out/* "${staging}/"
 (cd "${staging}" && sha256sum -- *.deb >SHA256SUMS)
 cat >"${staging}/${marker}" <<EOF
 source_version=${source_version}
-package_version=${source_version}${local_suffix}
+package_version=$(dpkg-deb -f "$(ls "${staging}"/*.deb | head -n1)" Version)
 patch=${patch_name}
 patch_sha256=${patch_sha256}
 trim_sha256=$(sha256sum "${trim_script}" | cut -d' ' -f1)
