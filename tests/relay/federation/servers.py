@@ -23,7 +23,7 @@ class Server:
 
     def journal(self, since: float, *units: str) -> str:
         """What these units logged since the epoch time `since`."""
-        names = " ".join(f"-u {unit}" for unit in units)
+        names = " ".join(f"-u '{unit}'" for unit in units)
         return self.host.run(f"journalctl --no-pager -o cat {names} --since @{since:.0f}").stdout
 
     def new_account(self) -> tuple[str, str]:
@@ -55,7 +55,7 @@ def classic_outcome(classic: Server, queue_id: str, timeout: float = 60) -> str:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         log = classic.host.run(
-            f"journalctl --no-pager -o cat -u postfix@- | grep '{queue_id}: to='"
+            f"journalctl --no-pager -o cat -u 'postfix*' | grep '{queue_id}: to='"
         )
         done = [
             line for line in log.stdout.splitlines() if re.search("status=(sent|bounced)", line)

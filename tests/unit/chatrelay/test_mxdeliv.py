@@ -87,6 +87,45 @@ def test_several_recipients_in_one_request(receiver, sink, dkim_dns):
     assert sink.received[0][1] == [ALICE, bob]
 
 
+def test_a_repeated_request_is_answered_as_before_and_queued_once(receiver, sink, dkim_dns, caplog):
+    # A sending relay that crashed after the 200 sends the same request again.
+    r = receiver()
+    mail = signed(dkim_dns, s.pgp_mime(ENCRYPTED, REMOTE, ALICE))
+    first = r.deliver(mail)
+    with caplog.at_level(logging.INFO, logger="chatrelay.mxdeliv"):
+        assert r.deliver(mail) == first == (200, "250 2.0.0 Ok: queued as SINK1")
+    assert len(sink.received) == 1
+    assert "a repeat, queued before" in caplog.text
+    # Another recipient, or other content, is another message.
+    bob = "bob@example.org"
+    assert r.deliver(mail, recipients=[ALICE, bob])[0] == 200
+    other = signed(dkim_dns, s.pgp_mime(ENCRYPTED, REMOTE, bob))
+    assert r.deliver(other)[0] == 200
+    assert len(sink.received) == 3
+
+
+def test_a_refused_request_is_checked_again_when_repeated(receiver, sink, dkim_dns):
+    mail = signed(dkim_dns, s.pgp_mime(ENCRYPTED, REMOTE, ALICE))
+    sink.refuse_recipient = ALICE
+    r = receiver()
+    assert r.deliver(mail)[0] == 400
+    sink.refuse_recipient = None
+    assert r.deliver(mail)[0] == 200
+    assert len(sink.received) == 1
+
+
+def test_the_memory_of_queued_requests_is_bounded_in_time_and_size(monkeypatch):
+    queued = mxdeliv.Queued(window=60, limit=2)
+    now = [1000.0]
+    monkeypatch.setattr(mxdeliv.time, "monotonic", lambda: now[0])
+    digests = [mxdeliv.Queued.digest(REMOTE, [ALICE], bytes([n])) for n in range(3)]
+    for digest in digests:
+        queued.add(digest, "250 ok")
+    assert [queued.reply(d) for d in digests] == [None, "250 ok", "250 ok"]
+    now[0] += 61
+    assert queued.reply(digests[2]) is None
+
+
 @pytest.mark.parametrize("method", ["GET", "PUT", "DELETE"])
 def test_any_method_but_post_gets_405(receiver, sink, method):
     status, body, response = receiver().post(b"", [], method=method)

@@ -14,7 +14,10 @@ its HTTP status says what became of the message:
 The receiving end is this module's HTTP service on 127.0.0.1, behind nginx on port
 443: the incoming filter's rules over HTTP. It applies exactly the rules of port 25
 (chatrelay.filter.check_incoming) and reinjects an accepted message into Postfix's queue
-as the SMTP filter does, so a 200 means the message is queued. The sending end is
+as the SMTP filter does, so a 200 means the message is queued. A sending relay that
+crashed after the 200 but before it took note of it sends the same request again: the
+receiver remembers what it queued for an hour and answers such a repeat with the first
+200 without queuing the message twice. The sending end is
 chatrelay.delivery, which builds its requests with request_headers() and reads the
 answers with reply_of().
 
@@ -25,8 +28,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import logging
 import socket
+import time
+from collections import OrderedDict
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -52,6 +58,10 @@ REPLY_BAD_RECIPIENT = "501 5.1.3 Bad recipient address syntax in X-Mail-To"
 REPLY_TOO_MANY = "452 4.5.3 Too many recipients"
 
 MAX_ADDRESS_LENGTH = 254
+
+# How long, and for how many messages, a queued request is remembered as queued.
+REPEAT_WINDOW = 3600.0
+REPEAT_LIMIT = 100_000
 
 
 class Refusal(Exception):
@@ -138,14 +148,52 @@ def reply_of(status: int, body: str) -> str:
     return f"451 4.3.0 Unexpected answer to {PATH}: HTTP {status}"
 
 
+class Queued:
+    """The requests queued lately, by digest of envelope and content, with their replies."""
+
+    def __init__(self, window: float = REPEAT_WINDOW, limit: int = REPEAT_LIMIT) -> None:
+        self.window = window
+        self.limit = limit
+        self._replies: OrderedDict[bytes, tuple[float, str]] = OrderedDict()
+
+    @staticmethod
+    def digest(sender: str, recipients: list[str], content: bytes) -> bytes:
+        envelope = "\0".join([sender, *sorted(recipients)]).encode()
+        return hashlib.sha256(envelope + b"\0\0" + content).digest()
+
+    def reply(self, digest: bytes) -> str | None:
+        """The reply the request got when it was queued, if that was within the window."""
+        self._forget(time.monotonic() - self.window)
+        entry = self._replies.get(digest)
+        return entry[1] if entry else None
+
+    def add(self, digest: bytes, reply: str) -> None:
+        self._replies[digest] = (time.monotonic(), reply)
+        self._replies.move_to_end(digest)
+        while len(self._replies) > self.limit:
+            self._replies.popitem(last=False)
+
+    def _forget(self, before: float) -> None:
+        while self._replies:
+            digest, (when, _) = next(iter(self._replies.items()))
+            if when >= before:
+                return
+            del self._replies[digest]
+
+
 class Receiver:
     """The HTTP side of the incoming filter: one request, one message."""
 
     def __init__(
-        self, config: relay_config.Config, *, dnsfunc: mailfilter.DnsFunc | None = None
+        self,
+        config: relay_config.Config,
+        *,
+        dnsfunc: mailfilter.DnsFunc | None = None,
+        queued: Queued | None = None,
     ) -> None:
         self.config = config
         self.dnsfunc = dnsfunc
+        self.queued = queued or Queued()
 
     def _answer(self, reply: str, reason: str) -> web.Response:
         status = http_status(reply)
@@ -177,6 +225,9 @@ class Receiver:
         if verdict.reply is not None:
             reply = REPLY_TOO_BIG if verdict.reply == mailfilter.REPLY_TOO_BIG else verdict.reply
             return self._answer(reply, verdict.reason)
+        digest = Queued.digest(sender, recipients, content)
+        if (earlier := self.queued.reply(digest)) is not None:
+            return self._answer(earlier, f"{verdict.reason}; a repeat, queued before")
         envelope = smtp_envelope(sender, recipients, content)
         reply = await asyncio.to_thread(
             mailfilter.reinject,
@@ -185,7 +236,10 @@ class Receiver:
             envelope,
         )
         # The reinjection server's reply may span lines; its last one ends it.
-        return self._answer(reply.splitlines()[-1], verdict.reason)
+        reply = reply.splitlines()[-1]
+        if http_status(reply) == 200:
+            self.queued.add(digest, reply)
+        return self._answer(reply, verdict.reason)
 
 
 def application(config: relay_config.Config, receiver: Receiver) -> web.Application:
