@@ -43,6 +43,7 @@ HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
 SRC = "/src"
 VENV = "/opt/ansible-newest"
 WHEELS = "/root/.cache/pip/wheelhouse"
+SETUP_NOTE = "/root/setup-note"
 REQUIREMENTS = Path(__file__).with_name("requirements-newest.txt")
 PINS = dict(
     line.split("==", 1)
@@ -165,7 +166,8 @@ def locked(path: Path) -> Iterator[None]:
 def set_up() -> None:
     """Start the container, install Python and the pinned venv, then cut its network off."""
 
-    pip_env = {}
+    pip_env: dict[str, str] = {}
+    downloads = []  # what the setup fetched, for the summary: a warm run fetches nothing
 
     def step(why: str, *command: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
         result = run(*command, timeout=timeout, **pip_env)
@@ -195,9 +197,14 @@ def set_up() -> None:
     # The image's package lists may be older than the mirror: update them only then.
     packages = ("apt-get", "install", "-y", "-q", "--no-install-recommends")
     packages += ("python3", "python3-venv")
-    if run(*packages).returncode != 0:
+    result = run(*packages)
+    if result.returncode != 0:
         step("apt-get update", "apt-get", "update", "-q")
-        step("Debian 13's python3 and python3-venv", *packages)
+        downloads.append("apt package lists")
+        result = step("Debian 13's python3 and python3-venv", *packages)
+    fetched = re.search(r"^Need to get (\S+ \S+?)[/ ]", result.stdout, re.MULTILINE)
+    if fetched and not fetched.group(1).startswith("0 "):
+        downloads.append(f"{fetched.group(1)} of .debs")
     step("the venv", "python3", "-m", "venv", VENV)
     requirements = f"{SRC}/{REQUIREMENTS.relative_to(ROOT)}"
     # The wheels are kept on the host: a warm run installs without asking PyPI. Without
@@ -208,7 +215,10 @@ def set_up() -> None:
         step("the pinned wheels from PyPI", f"{VENV}/bin/pip", "download", "-q",
              "--only-binary=:all:", f"--dest={WHEELS}", "-r", requirements)  # fmt: skip
         step("the pinned requirements", *install)
+        downloads.append("wheels from PyPI")
     step("pip check", f"{VENV}/bin/pip", "check")
+    note = f"setup downloaded {', '.join(downloads)}" if downloads else "setup downloaded nothing"
+    step("the setup's note", "sh", "-c", f"echo {shlex.quote(note)} >{SETUP_NOTE}")
 
     disconnected = docker("network", "disconnect", "bridge", NAME)
     networks = docker("inspect", "--format={{json .NetworkSettings.Networks}}", NAME).stdout
@@ -264,7 +274,8 @@ def test_ansible_core_is_the_newest(controller, record_property):
     python = re.search(r"python version = (\S+)", result.stdout)
     assert version == f"ansible [core {PINS['ansible-core']}]", result.stdout
     assert PINS["ansible-core"].startswith("2.21."), PINS["ansible-core"]
-    ran_on = f"{version}, Python {python.group(1) if python else '?'} (Debian 13)"
+    setup = run("cat", SETUP_NOTE).stdout.strip()
+    ran_on = f"{version}, Python {python.group(1) if python else '?'} (Debian 13); {setup}"
     record_property("ran_on", ran_on)
     print(ran_on)
 
