@@ -45,15 +45,18 @@ def systemd_container(request):
     docker("rm", "-f", name)
 
 
-def run_playbook(host: str, playbook: str, settings: dict) -> subprocess.CompletedProcess:
-    """tests/integration/playbooks/PLAYBOOK on the container HOST, with SETTINGS as extra vars.
+def run_playbook(
+    host: str, playbook: str, settings: dict, *options: str
+) -> subprocess.CompletedProcess:
+    """tests/integration/playbooks/PLAYBOOK on the container HOST, with SETTINGS as extra vars
+    and ansible-playbook's OPTIONS (e.g. --check).
 
     Every role depends on role chatmail, which needs the mail domain: a test relay's.
     """
     settings = {"chatmail_domain": testbed.relay_settings()["chatmail_domain"], **settings}
     return subprocess.run(
         [BIN / "ansible-playbook", "-i", f"{host},", "-c", "community.docker.docker",
-         "-e", json.dumps(settings), ROOT / "tests/integration/playbooks" / playbook],
+         "-e", json.dumps(settings), *options, ROOT / "tests/integration/playbooks" / playbook],
         cwd=ROOT, capture_output=True, text=True, check=False,
         env={**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "NO_COLOR": "1"},
     )  # fmt: skip

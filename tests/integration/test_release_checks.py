@@ -52,3 +52,18 @@ def test_debian_13_base_pins_dovecot_before_apt_updates(relay):
     # apt would take Debian 13's Dovecot 2.4 for none of the relay's packages.
     policy = docker("exec", relay, "apt-cache", "policy", "dovecot-core")
     assert "Candidate: (none)" in policy, policy
+
+
+@pytest.mark.parametrize("systemd_container", ["12"], indirect=True)
+def test_a_check_run_on_a_fresh_host_stops_where_packages_are_missing(relay):
+    result = run_playbook(relay, "base.yml", {}, "--check", "--diff")
+    assert result.returncode != 0
+    assert "--check on " + relay + ": unbound, dns-root-data are not installed yet" in result.stdout
+    assert "run site.yml without --check once" in result.stdout
+    failures = [line for line in result.stdout.splitlines() if line.startswith("fatal:")]
+    assert len(failures) == 1, failures
+    # Nothing was installed or written.
+    assert "ok installed" not in docker(
+        "exec", relay, "sh", "-c", "dpkg-query -W -f '${Status}' unbound 2>&1 || true"
+    )
+    assert docker("exec", relay, "ls", "/etc/apt/preferences.d/").strip() == ""

@@ -17,10 +17,12 @@ BUILD_SCRIPT = Path(__file__).resolve().parents[2] / "roles/dovecot/files/build-
 @pytest.mark.parametrize("package", ["dovecot-core", "dovecot-imapd", "dovecot-lmtpd"])
 def test_patched_dovecot_is_installed_and_pinned(host, package):
     version = host.package(package).version
+    release = host.file("/etc/debian_version").content_string.split(".")[0]
     if SOURCE == "build":
-        assert version.endswith(BUILD_SUFFIX), version
+        # Built for this release: <Debian version><suffix>+deb<release>.
+        assert version.endswith(f"{BUILD_SUFFIX}+deb{release}"), version
     else:
-        assert version == "1:2.3.21+dfsg1-3", version
+        assert version == f"1:2.3.21+dfsg1-3+chatmail2+deb{release}u1", version
     policy = host.run(f"apt-cache policy {package}").stdout
     debian_versions = [
         line
