@@ -1,84 +1,31 @@
 """dovecot_source=chatmail: download, checksum, fallback, install, pin and upgrade, for real.
 
-The chatmail packages are served under their upstream file names by an HTTP
-server in a container of the test bed, for Debian 12 and 13. Their content is
-our own patched build of that release (the real files are not reachable from
-here), given the upstream package version, so apt sees what a relay would see.
+The packages of Debian 12 and 13 come from the test bed's package server
+(chatmail_packages.py), under their upstream file names and versions.
 """
 
 from __future__ import annotations
 
 import copy
 import hashlib
-import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
-import yaml
-from containers import ROOT, docker, run_playbook, testbed
+from chatmail_packages import PACKAGES, RELEASES, current, package_server
+from containers import docker, run_playbook
 
-NETWORK = testbed.platform()["networks"][0]["name"]
-DEFAULTS = yaml.safe_load((ROOT / "roles/dovecot/defaults/main.yml").read_text())
-RELEASES = sorted(DEFAULTS["dovecot_chatmail_packages"])
-PACKAGES = ("core", "imapd", "lmtpd")
 # What the collection installed before the chatmail2 packages (Debian 12 only).
 OLD_VERSION = "2.3.21+dfsg1-3"
 
 
-def built_packages(release: str) -> Path:
-    """Our patched build for RELEASE (from the controller's cache, or built now)."""
-    out = subprocess.run(
-        ["bash", ROOT / "roles/dovecot/files/build-dovecot.sh",
-         "--patch", ROOT / "roles/dovecot/files/remove-idle-notify-delay.patch",
-         "--cache-dir", "/var/cache/chatmail-relay/dovecot", "--image", testbed.image(release)],
-        check=True, capture_output=True, text=True,
-    ).stdout  # fmt: skip
-    return Path(out.splitlines()[-1])
-
-
-def reversioned(deb: Path, version: str, target: Path) -> None:
-    """DEB rebuilt as TARGET with package version 1:VERSION (and its dependencies on it)."""
-    built_version = subprocess.run(["dpkg-deb", "-f", deb, "Version"], capture_output=True,
-                                   text=True, check=True).stdout.strip()  # fmt: skip
-    tree = target.with_suffix(".tree")
-    subprocess.run(["dpkg-deb", "-R", deb, tree], check=True)
-    control = tree / "DEBIAN" / "control"
-    control.write_text(control.read_text().replace(built_version, "1:" + version))
-    subprocess.run(["dpkg-deb", "-Zgzip", "-z1", "-b", tree, target], check=True,
-                   capture_output=True)  # fmt: skip
-    shutil.rmtree(tree)
-
-
 @pytest.fixture(scope="module")
-def package_server(tmp_path_factory):
-    """An HTTP server in the test bed with the packages of every release under upstream names.
-
-    Yields its URL and, per release and version, the settings dovecot_chatmail_packages
-    needs for exactly those files.
-    """
-    served = tmp_path_factory.mktemp("served")
+def served(tmp_path_factory):
+    """The packages of every release, and the old ones of Debian 12 (see chatmail_packages)."""
     wanted = {release: [current(release)] for release in RELEASES}
     wanted["12"].append(OLD_VERSION)
-    settings = {}
-    for release, versions in wanted.items():
-        for version in versions:
-            sha256 = {}
-            for package in PACKAGES:
-                [built] = built_packages(release).glob(f"dovecot-{package}_*_amd64.deb")
-                target = served / f"dovecot-{package}_{version}_amd64.deb"
-                reversioned(built, version, target)
-                sha256[package] = hashlib.sha256(target.read_bytes()).hexdigest()
-            packages = {"version": version, "sha256": {"amd64": sha256}}
-            settings[release, version] = {release: packages}
-    served.chmod(0o755)
-    name = "chatmail-test-pkgserver"
-    subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
-    docker("run", "-d", "--name", name, "--network", NETWORK, "-v", f"{served}:/srv:ro",
-           testbed.image("12"), "python3", "-m", "http.server", "8080",
-           "--directory", "/srv")  # fmt: skip
-    yield f"http://{name}:8080/", settings
-    docker("rm", "-f", name)
+    directory = tmp_path_factory.mktemp("served")
+    with package_server("chatmail-test-pkgserver", directory, wanted) as server:
+        yield server
 
 
 @pytest.fixture
@@ -107,13 +54,9 @@ def dovecot_pid(relay: str) -> str:
     return docker("exec", relay, "systemctl", "show", "-P", "MainPID", "dovecot").strip()
 
 
-def current(release: str) -> str:
-    return DEFAULTS["dovecot_chatmail_packages"][release]["version"]
-
-
 @pytest.mark.parametrize("systemd_container", RELEASES, indirect=True)
-def test_wrong_checksum_fails_cleanly_and_installs_nothing(relay, package_server):
-    url, settings = package_server
+def test_wrong_checksum_fails_cleanly_and_installs_nothing(relay, served):
+    url, settings = served
     release = docker("exec", relay, "cat", "/etc/debian_version").split(".")[0]
     packages = settings[release, current(release)]
     wrong = copy.deepcopy(packages)
@@ -127,8 +70,8 @@ def test_wrong_checksum_fails_cleanly_and_installs_nothing(relay, package_server
 
 
 @pytest.mark.parametrize("systemd_container", RELEASES, indirect=True)
-def test_download_falls_back_installs_in_one_transaction_and_pins(relay, package_server):
-    url, settings = package_server
+def test_download_falls_back_installs_in_one_transaction_and_pins(relay, served):
+    url, settings = served
     release = docker("exec", relay, "cat", "/etc/debian_version").split(".")[0]
     version = current(release)
     assert version.endswith(f"+deb{release}u1")
@@ -153,9 +96,9 @@ def test_download_falls_back_installs_in_one_transaction_and_pins(relay, package
 
 
 @pytest.mark.parametrize("systemd_container", ["12"], indirect=True)
-def test_a_relay_with_the_old_packages_gets_the_new_ones(relay, package_server):
+def test_a_relay_with_the_old_packages_gets_the_new_ones(relay, served):
     """The upgrade path of a relay deployed with 2.3.21+dfsg1-3 (no security backports)."""
-    url, settings = package_server
+    url, settings = served
     old = install(relay, url, url, settings["12", OLD_VERSION])
     assert old.returncode == 0, old.stdout[-3000:]
     assert installed_version(relay, "dovecot-core") == f"install ok installed 1:{OLD_VERSION}"
