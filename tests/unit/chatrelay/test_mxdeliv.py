@@ -114,10 +114,9 @@ def test_a_refused_request_is_checked_again_when_repeated(receiver, sink, dkim_d
     assert len(sink.received) == 1
 
 
-def test_the_memory_of_queued_requests_is_bounded_in_time_and_size(monkeypatch):
-    queued = mxdeliv.Queued(window=60, limit=2)
+def test_the_memory_of_queued_requests_is_bounded_in_time_and_size():
     now = [1000.0]
-    monkeypatch.setattr(mxdeliv.time, "monotonic", lambda: now[0])
+    queued = mxdeliv.Queued(window=60, limit=2, clock=lambda: now[0])
     digests = [mxdeliv.Queued.digest(REMOTE, [ALICE], bytes([n])) for n in range(3)]
     for digest in digests:
         queued.add(digest, "250 ok")

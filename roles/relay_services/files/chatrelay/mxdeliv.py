@@ -32,8 +32,7 @@ import hashlib
 import logging
 import socket
 import time
-from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from aiohttp import web
@@ -151,10 +150,17 @@ def reply_of(status: int, body: str) -> str:
 class Queued:
     """The requests queued lately, by digest of envelope and content, with their replies."""
 
-    def __init__(self, window: float = REPEAT_WINDOW, limit: int = REPEAT_LIMIT) -> None:
+    def __init__(
+        self,
+        window: float = REPEAT_WINDOW,
+        limit: int = REPEAT_LIMIT,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.window = window
         self.limit = limit
-        self._replies: OrderedDict[bytes, tuple[float, str]] = OrderedDict()
+        self.clock = clock
+        # Oldest first: insertion order, a repeat is not added again.
+        self._replies: dict[bytes, tuple[float, str]] = {}
 
     @staticmethod
     def digest(sender: str, recipients: list[str], content: bytes) -> bytes:
@@ -163,22 +169,16 @@ class Queued:
 
     def reply(self, digest: bytes) -> str | None:
         """The reply the request got when it was queued, if that was within the window."""
-        self._forget(time.monotonic() - self.window)
+        before = self.clock() - self.window
+        while self._replies and next(iter(self._replies.values()))[0] < before:
+            del self._replies[next(iter(self._replies))]
         entry = self._replies.get(digest)
         return entry[1] if entry else None
 
     def add(self, digest: bytes, reply: str) -> None:
-        self._replies[digest] = (time.monotonic(), reply)
-        self._replies.move_to_end(digest)
+        self._replies[digest] = (self.clock(), reply)
         while len(self._replies) > self.limit:
-            self._replies.popitem(last=False)
-
-    def _forget(self, before: float) -> None:
-        while self._replies:
-            digest, (when, _) = next(iter(self._replies.items()))
-            if when >= before:
-                return
-            del self._replies[digest]
+            del self._replies[next(iter(self._replies))]
 
 
 class Receiver:
