@@ -24,6 +24,17 @@ def docker(*args: str) -> str:
     return subprocess.run(["docker", *args], check=True, capture_output=True, text=True).stdout
 
 
+def wait_for_systemd(name: str, seconds: int = 60) -> None:
+    """Until systemd in container NAME has booted (running, or degraded)."""
+    for _ in range(seconds):
+        state = subprocess.run(["docker", "exec", name, "systemctl", "is-system-running"],
+                               capture_output=True, text=True, check=False).stdout  # fmt: skip
+        if state.strip() in ("running", "degraded"):
+            return
+        time.sleep(1)
+    raise TimeoutError(f"systemd in {name} did not boot within {seconds} s: {state.strip()}")
+
+
 @pytest.fixture
 def systemd_container(request):
     """A fresh test-bed container (systemd running), named after the test module.
@@ -35,12 +46,7 @@ def systemd_container(request):
     name += f"-debian{release}" if release else ""
     subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
     docker("run", *testbed.docker_run_args(name, release))
-    for _ in range(30):
-        state = subprocess.run(["docker", "exec", name, "systemctl", "is-system-running"],
-                               capture_output=True, text=True, check=False).stdout  # fmt: skip
-        if state.strip() in ("running", "degraded"):
-            break
-        time.sleep(1)
+    wait_for_systemd(name, 30)
     yield name
     docker("rm", "-f", name)
 

@@ -29,7 +29,7 @@ import dkim
 import pytest
 import yaml
 from chatmail_packages import current, package_server
-from containers import BIN, ROOT, docker, testbed
+from containers import BIN, ROOT, docker, testbed, wait_for_systemd
 
 sys.path.insert(0, str(ROOT / "tests" / "relay"))
 from mailclient import Gpg, imap_login, new_credentials, pgp_mime, submit, wait_for_messages
@@ -86,18 +86,6 @@ def dkim_keys(relay: str) -> str:
     return in_relay(relay, f"cd {DKIM_KEYS} && sha256sum *.private")
 
 
-def wait_running(relay: str) -> None:
-    for _ in range(60):
-        state = subprocess.run(
-            ["docker", "exec", relay, "systemctl", "is-system-running"],
-            capture_output=True, text=True, check=False,
-        ).stdout.strip()  # fmt: skip
-        if state in ("running", "degraded"):
-            return
-        time.sleep(1)
-    raise TimeoutError(f"{relay} did not boot: {state}")
-
-
 def signed_by_installed_key(relay: str, message: bytes, domain: str) -> bool:
     """MESSAGE's DKIM signature is valid for DOMAIN under the key installed on RELAY."""
 
@@ -133,7 +121,7 @@ def relay(tmp_path):
     subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
     docker("run", f"--volume={ROOT}:{ROOT}:ro", f"--volume={tmp_path}:{tmp_path}",
            *testbed.docker_run_args(name, "12"))  # fmt: skip
-    wait_running(name)
+    wait_for_systemd(name)
     yield name
     docker("rm", "-f", name)
 
@@ -183,7 +171,7 @@ def test_dist_upgrade_to_debian_13_keeps_accounts_mail_and_keys(relay, served, t
     )
     assert in_relay(relay, "cat /etc/debian_version").startswith("13.")
     docker("restart", relay)
-    wait_running(relay)
+    wait_for_systemd(relay)
     # The operator's deploy user: no root, sudo without a password.
     in_relay(relay, """
         DEBIAN_FRONTEND=noninteractive apt-get -q -y install sudo >/dev/null
