@@ -9,9 +9,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from ansible.errors import AnsibleActionFail
+from ansible.errors import AnsibleActionFail, AnsibleError
 from ansible.plugins.action import ActionBase
-from ansible_collections.chatmail.relay.plugins.plugin_utils import dns_check
+
+try:
+    from ansible_collections.chatmail.relay.plugins.plugin_utils import dns_check
+except ImportError as exc:
+    # dnspython is the controller's to install (requirements.txt); say so instead of
+    # "No module named 'dns'". Ansible loads the action once, before the task runs.
+    if (exc.name or "").partition(".")[0] != "dns":
+        raise
+    raise AnsibleError(
+        "chatmail.relay.dns_check needs the Python package dnspython on the controller:"
+        " pip install dnspython"
+    ) from None
 
 ARGUMENT_SPEC: dict[str, dict[str, Any]] = {
     "records": {"type": "list", "elements": "dict", "required": True},
