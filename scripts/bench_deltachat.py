@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Time a relay with real Delta Chat clients, as SPEC §11 reports the public instance.
 
     .venv/bin/python scripts/bench_deltachat.py --ip 172.18.0.2 --domain _chatmail.test
@@ -44,7 +43,7 @@ BATCH_COOLDOWN = 11.0
 def configure_and_idle(dc: DeltaChat, ip: str, domain: str, runs: int) -> list[float]:
     """Seconds from configuring a fresh account until it IDLEs on its inbox."""
     times = []
-    for _ in range(runs):
+    for _unused in range(runs):
         account = dc.add_account()
         start = time.perf_counter()
         configure(account, ip, domain, CONFIGURE_TIMEOUT)
@@ -114,7 +113,7 @@ def send_and_receive_batch(alice: Account, alice_chat: Chat, bob: Account, run: 
 
     def watch_submissions() -> None:
         with contextlib.suppress(TimeoutError):
-            for _ in range(BATCH):
+            for _unused in range(BATCH):
                 wait_for_kind(alice, EventType.MSG_DELIVERED, MESSAGE_TIMEOUT)
             submitted.append(time.perf_counter())
 
@@ -125,7 +124,7 @@ def send_and_receive_batch(alice: Account, alice_chat: Chat, bob: Account, run: 
     start = time.perf_counter()
     for text in texts:
         alice_chat.send_text(text)
-    for _ in range(BATCH):
+    for _unused in range(BATCH):
         wait_for_event(bob, is_incoming(bob, set(texts).__contains__), MESSAGE_TIMEOUT)
     received = time.perf_counter() - start
     watcher.join(MESSAGE_TIMEOUT)
@@ -147,13 +146,13 @@ def run(args: argparse.Namespace, results: dict[str, list[float]]) -> None:
         )
         alice = new_online_account(dc, args.ip, args.domain)
         bob = new_online_account(dc, args.ip, args.domain)
-        alice_chat, _ = secure_join(alice, bob)
+        alice_chat, _unused = secure_join(alice, bob)
         results[f"dc_ping_pong ({args.cooldown:g} s cooldown)"] = ping_pong(
             alice, alice_chat, bob, args.rounds, args.cooldown
         )
         if args.peer_ip:
             carol = new_online_account(dc, args.peer_ip, args.peer_domain)
-            alice_carol, _ = secure_join(alice, carol)
+            alice_carol, _unused = secure_join(alice, carol)
             results[f"dc_ping_pong across relays ({args.cooldown:g} s cooldown)"] = ping_pong(
                 alice, alice_carol, carol, args.rounds, args.cooldown
             )

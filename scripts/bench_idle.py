@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Many idle IMAP clients on one relay container: memory, wake-up latency, connect time.
 
     .venv/bin/python scripts/bench_idle.py chatmail-local --clients 1000 10000
@@ -51,7 +50,7 @@ def memory(container: str) -> tuple[float, float]:
 
 
 async def measure(container: str, count: int, gpg: Gpg, hibernate_wait: float) -> None:
-    ip, domain, _ = container_relay(container)
+    ip, domain, _unused = container_relay(container)
     before_cgroup, before_rss = memory(container)
     started = time.monotonic()
     clients = await connect_idle_clients(ip, domain, count, concurrency=32, timeout=120)

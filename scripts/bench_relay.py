@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Benchmark a deployed relay from outside, as clients see it; prints figures.
 
 - submit→IDLE: SMTP submission (TLS, login, filter) until the recipient's
@@ -46,14 +45,14 @@ def submit_to_idle(
     imap = imap_login(recipient_ip, *recipient)
     imap.select("INBOX")
     # Enough senders that none waits for its rate limit.
-    senders = [new_credentials(domain) for _ in range(-(-count // BURST))]
+    senders = [new_credentials(domain) for _unused in range(-(-count // BURST))]
     payload = gpg.encrypt("benchmark\n")
     latencies = []
     try:
         for index, sender in enumerate(senders):
             smtp = smtp_login(ip, *sender)
             message = pgp_mime(sender[0], recipient[0], payload)
-            for _ in range(min(BURST, count - index * BURST)):
+            for _unused in range(min(BURST, count - index * BURST)):
                 with Idle(imap) as idle:
                     sent = time.monotonic()
                     smtp.sendmail(sender[0], [recipient[0]], message)
@@ -65,7 +64,7 @@ def submit_to_idle(
 
 
 def account_creation_rate(ip: str, domain: str, count: int, clients: int) -> float:
-    credentials = [new_credentials(domain) for _ in range(count)]
+    credentials = [new_credentials(domain) for _unused in range(count)]
     started = time.monotonic()
     with ThreadPoolExecutor(max_workers=clients) as pool:
         list(pool.map(lambda c: imap_login(ip, *c).logout(), credentials))
@@ -158,8 +157,8 @@ def postfix_smtp(sender: str):
 
 def federation(sender: str, peer: str, messages: int, gpg: Gpg) -> None:
     """submit->IDLE within the sending relay and from it to its peer over each channel."""
-    ip, domain, _ = container_relay(sender)
-    peer_ip, peer_domain, _ = container_relay(peer)
+    ip, domain, _unused = container_relay(sender)
+    peer_ip, peer_domain, _unused = container_relay(peer)
     report(f"{domain} -> {domain}", submit_to_idle(ip, domain, messages, gpg))
     ways = [
         ("https (delivery service)", contextlib.nullcontext()),

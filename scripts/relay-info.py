@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Print how to reach a relay running in a local container, with a fresh account."""
 
 from __future__ import annotations
@@ -33,7 +32,7 @@ def dclogin_url(address: str, password: str, server: str) -> str:
 
 def main(name: str, domain: str) -> None:
     ip = container_address(name)
-    local = "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(9))
+    local = "".join(secrets.choice(string.ascii_lowercase + string.digits) for _unused in range(9))
     address, password = f"{local}@{domain}", secrets.token_urlsafe(12)
     url = dclogin_url(address, password, ip)
     print()

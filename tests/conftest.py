@@ -41,6 +41,6 @@ def pytest_terminal_summary(terminalreporter):
         write(f"{part:<12} {_seconds[part]:8.1f} s  {count:5d} tests")
     for scenario, phases in sorted(_phases.items()):
         steps = "  ".join(f"{phase} {seconds:.0f}" for phase, seconds in phases)
-        write(f"  scenario {scenario:<9} {sum(s for _, s in phases):6.0f} s: {steps}")
+        write(f"  scenario {scenario:<9} {sum(s for _unused, s in phases):6.0f} s: {steps}")
     for nodeid, note in sorted(_notes.items()):
         write(f"{nodeid.split('/')[1]} ran on {note}")

@@ -11,18 +11,7 @@ from typing import Any
 
 from ansible.errors import AnsibleActionFail, AnsibleError
 from ansible.plugins.action import ActionBase
-
-try:
-    from ansible_collections.chatmail.relay.plugins.plugin_utils import dns_check
-except ImportError as exc:
-    # dnspython is the controller's to install (requirements.txt); say so instead of
-    # "No module named 'dns'". Ansible loads the action once, before the task runs.
-    if (exc.name or "").partition(".")[0] != "dns":
-        raise
-    raise AnsibleError(
-        "chatmail.relay.dns_check needs the Python package dnspython on the controller:"
-        " pip install dnspython"
-    ) from None
+from ansible_collections.chatmail.relay.plugins.plugin_utils import dns_check
 
 ARGUMENT_SPEC: dict[str, dict[str, Any]] = {
     "records": {"type": "list", "elements": "dict", "required": True},
@@ -42,8 +31,15 @@ class ActionModule(ActionBase):
     def run(
         self, tmp: str | None = None, task_vars: dict[str, Any] | None = None
     ) -> dict[str, Any]:
+        if dns_check.DNSPYTHON_MISSING is not None:
+            # dnspython is the controller's to install (requirements.txt); say so instead
+            # of "No module named 'dns'".
+            raise AnsibleError(
+                "chatmail.relay.dns_check needs the Python package dnspython on the controller:"
+                " pip install dnspython"
+            ) from None
         result = super().run(tmp, task_vars)
-        _, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
+        _validation, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
         try:
             records = dns_check.parse_records(args["records"])
             ask = dns_check.asker(args["port"], args["timeout"], args["recursion"])

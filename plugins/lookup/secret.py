@@ -1,25 +1,9 @@
 # SPDX-License-Identifier: MIT
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
-from ansible.errors import AnsibleLookupError
-from ansible.plugins.lookup import LookupBase
-from ansible.utils.display import Display
-from ansible_collections.chatmail.relay.plugins.plugin_utils.secret_store import (
-    SecretStoreError,
-    alphabet,
-    check_length,
-    check_name,
-    loosely_readable,
-    secret,
-    sha512_crypt,
-)
-
 DOCUMENTATION = r"""
 name: secret
-author: chatmail.relay developers
+author: chatmail.relay developers (@chatmail)
 version_added: 0.1.0
 short_description: Create a secret once per host and name on the controller, then reuse it
 description:
@@ -129,6 +113,22 @@ _raw:
   type: list
   elements: str
 """
+
+from pathlib import Path
+from typing import Any
+
+from ansible.errors import AnsibleLookupError
+from ansible.plugins.lookup import LookupBase
+from ansible.utils.display import Display
+from ansible_collections.chatmail.relay.plugins.plugin_utils.secret_store import (
+    SecretStoreError,
+    alphabet,
+    check_length,
+    check_name,
+    loosely_readable,
+    secret,
+    sha512_crypt,
+)
 
 display = Display()
 

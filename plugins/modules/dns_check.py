@@ -5,7 +5,7 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 module: dns_check
-author: chatmail.relay developers
+author: chatmail.relay developers (@chatmail)
 version_added: 0.1.0
 short_description: Check that DNS serves a relay's records
 description:

@@ -28,18 +28,25 @@ from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypedDict
 
-import dns.exception
-import dns.flags
-import dns.message
-import dns.name
-import dns.query
-import dns.rcode
-import dns.rdata
-import dns.rdataclass
-import dns.rdatatype
-import dns.resolver
-from dns.rdtypes.ANY.CAA import CAA
-from dns.rdtypes.ANY.TXT import TXT
+try:
+    import dns.exception
+    import dns.flags
+    import dns.message
+    import dns.name
+    import dns.query
+    import dns.rcode
+    import dns.rdata
+    import dns.rdataclass
+    import dns.rdatatype
+    import dns.resolver
+    from dns.rdtypes.ANY.CAA import CAA
+    from dns.rdtypes.ANY.TXT import TXT
+except ImportError as exc:
+    # dnspython is the controller's to install (requirements.txt). Without it this module
+    # still imports, as Ansible's plugins must; the action says what to install.
+    DNSPYTHON_MISSING: ImportError | None = exc
+else:
+    DNSPYTHON_MISSING = None
 
 DEFAULT_PORT = 53
 DEFAULT_TIMEOUT = 5.0
@@ -49,7 +56,7 @@ ATTEMPTS = 2
 EDNS_PAYLOAD = 1232
 RECORD_FIELDS = frozenset({"name", "type", "value", "required", "ttl"})
 # Types whose whole RRset belongs to the relay: any further value is wrong.
-EXCLUSIVE_TYPES = frozenset({dns.rdatatype.A, dns.rdatatype.AAAA, dns.rdatatype.CNAME})
+EXCLUSIVE_TYPES = frozenset({"A", "AAAA", "CNAME"})
 
 Status = Literal["ok", "missing", "wrong"]
 
@@ -108,7 +115,7 @@ class Report(TypedDict):
 
 # Asks one nameserver for one name and type; returns the records found (none for
 # NXDOMAIN or no data) and raises DnsQueryError when there is no usable answer.
-Ask = Callable[[Nameserver, dns.name.Name, dns.rdatatype.RdataType], list[dns.rdata.Rdata]]
+Ask = Callable[[Nameserver, "dns.name.Name", "dns.rdatatype.RdataType"], list["dns.rdata.Rdata"]]
 
 
 def parse_records(records: Any) -> list[Expected]:
@@ -267,10 +274,10 @@ def asker(
         what = f"{name} {dns.rdatatype.to_text(rdtype)}"
         addresses = sorted(server.addresses, key=lambda a: a != answering.get(server.label))
         errors = []
-        for _ in range(ATTEMPTS):
+        for _attempt in range(ATTEMPTS):
             for address in addresses:
                 try:
-                    response, _ = dns.query.udp_with_fallback(
+                    response, _used_tcp = dns.query.udp_with_fallback(
                         query, address, timeout=timeout, port=port
                     )
                 except dns.exception.Timeout:
@@ -375,7 +382,7 @@ def _status(expected: Expected, found: list[dns.rdata.Rdata], wanted: set[Hashab
     keys = {_key(rdata) for rdata in found}
     if _key(expected.rdata) not in keys:
         return "wrong"
-    if expected.rdtype in EXCLUSIVE_TYPES and not keys <= wanted:
+    if expected.type_text in EXCLUSIVE_TYPES and not keys <= wanted:
         return "wrong"
     return "ok"
 

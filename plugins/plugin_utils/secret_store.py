@@ -99,7 +99,7 @@ def alphabet(spec: Any) -> str:
 
 def generate(length: int, chars: str) -> str:
     """Return ``length`` characters drawn uniformly from ``chars`` by the system CSPRNG."""
-    return "".join(secrets.choice(chars) for _ in range(length))
+    return "".join(secrets.choice(chars) for _position in range(length))
 
 
 def secret(store: Path, host: str, name: str, length: int, chars: str) -> str:

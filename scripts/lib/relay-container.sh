@@ -14,7 +14,7 @@ ensure_relay_container() {
         absent)
             echo "creating container $name" >&2
             local args
-            mapfile -t args < <("$lib/../../.venv/bin/python" "$lib/testbed.py" docker-run "$name" $release)
+            mapfile -t args < <("$lib/../../.venv/bin/python" "$lib/testbed.py" docker-run "$name" ${release:+"$release"})
             [[ ${#args[@]} -gt 0 ]] || { echo "no test-bed definition for $name" >&2; return 1; }
             docker run "${args[@]}" >/dev/null ;;
         *) docker start "$name" >/dev/null ;;

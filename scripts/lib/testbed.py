@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """The test bed's systemd container, defined once: the platform in .config/molecule/config.yml.
 
 Molecule creates its scenarios' containers from that platform; scripts and

@@ -14,6 +14,9 @@ The checks are the controller-side ones the host runs on 2.19: a syntax check of
 playbook, ansible-doc of every plugin and role, playbooks/settings.yml with good and bad
 settings (tests/lint/test_settings.py's), the plugins' unit tests (tests/unit/plugins),
 and the collection's build and install with the dependencies the `ansible` package bundles.
+And one the host does not run: `ansible-test sanity` of 2.21, with the few exceptions of
+tests/sanity/ignore-2.21.txt. It runs each sanity test in a venv of its own, with the
+packages ansible-core pins for it; the setup keeps their wheels in the wheelhouse too.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import contextlib
 import fcntl
 import importlib.util
 import json
+import os
 import re
 import shlex
 import subprocess
@@ -33,7 +37,8 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-NAME = "chatmail-controller-newest"
+# Another name lets a second checkout (or a second suite) run beside this one.
+NAME = os.environ.get("CHATMAIL_CONTROLLER_NAME", "chatmail-controller-newest")
 IMAGE = "chatmail-relay/debian13-systemd:latest"
 CACHE = Path("/var/cache/chatmail-relay")
 APT_CACHE = CACHE / "apt-archives" / "controller-newest"
@@ -44,6 +49,20 @@ SRC = "/src"
 VENV = "/opt/ansible-newest"
 WHEELS = "/root/.cache/pip/wheelhouse"
 SETUP_NOTE = "/root/setup-note"
+# ansible-test takes a collection at a path ending in ansible_collections/NAMESPACE/NAME.
+SANITY_COPY = "/tmp/sanity/ansible_collections/chatmail/relay"
+# Where ansible-test looks for its pip bootstrap script before it downloads one.
+ANSIBLE_TEST_CACHE = "/root/.ansible/test/cache"
+GET_PIP = Path(__file__).with_name("get_pip_offline.py")
+# ansible-test's pip pin for its venvs and the requirement files of its sanity tests.
+SANITY_REQUIREMENTS = """
+import json, pathlib, types
+import ansible_test
+from ansible_test._internal.python_requirements import get_venv_packages
+folder = pathlib.Path(ansible_test.__file__).parent / "_data" / "requirements"
+pip = get_venv_packages(types.SimpleNamespace(version=None))["pip"]
+print(json.dumps({"pip": pip, "files": sorted(map(str, folder.glob("sanity.*.txt")))}))
+"""
 REQUIREMENTS = Path(__file__).with_name("requirements-newest.txt")
 PINS = dict(
     line.split("==", 1)
@@ -197,11 +216,14 @@ def set_up() -> None:
     # The image's package lists may be older than the mirror: update them only then.
     packages = ("apt-get", "install", "-y", "-q", "--no-install-recommends")
     packages += ("python3", "python3-venv")
+    # For ansible-test sanity: its shellcheck test, and git, by which it lists the files
+    # of the collection's copy as it would in a checkout.
+    packages += ("shellcheck", "git")
     result = run(*packages)
     if result.returncode != 0:
         step("apt-get update", "apt-get", "update", "-q")
         downloads.append("apt package lists")
-        result = step("Debian 13's python3 and python3-venv", *packages)
+        result = step("Debian 13's python3, python3-venv, shellcheck and git", *packages)
     fetched = re.search(r"^Need to get (\S+ \S+?)[/ ]", result.stdout, re.MULTILINE)
     if fetched and not fetched.group(1).startswith("0 "):
         downloads.append(f"{fetched.group(1)} of .debs")
@@ -217,6 +239,27 @@ def set_up() -> None:
         step("the pinned requirements", *install)
         downloads.append("wheels from PyPI")
     step("pip check", f"{VENV}/bin/pip", "check")
+
+    # ansible-test's sanity venvs: pip and the pinned packages, into the wheelhouse as well.
+    pins = step("ansible-test's pins", f"{VENV}/bin/python", "-c", SANITY_REQUIREMENTS)
+    sanity = json.loads(pins.stdout)
+    wanted = [f"pip=={sanity['pip']}", *(f"-r{path}" for path in sanity["files"])]
+    keep = (f"{VENV}/bin/pip", "download", "-q", "--only-binary=:all:", f"--dest={WHEELS}")
+    if run(*keep, "--no-index", f"--find-links={WHEELS}", *wanted).returncode != 0:
+        step("ansible-test's sanity wheels from PyPI", *keep, *wanted)
+        downloads.append("ansible-test's sanity wheels from PyPI")
+    get_pip = f"{ANSIBLE_TEST_CACHE}/get_pip_{sanity['pip'].replace('.', '_')}.py"
+    bootstrap = f"mkdir -p {ANSIBLE_TEST_CACHE} && cp {SRC}/{GET_PIP.relative_to(ROOT)} {get_pip}"
+    step("the offline pip bootstrap", "sh", "-c", bootstrap)
+    # From here on every pip of the container, ansible-test's too, installs from the
+    # wheelhouse only (ansible-test passes pip no PIP_* variables, so a config file).
+    pip_conf = f"[global]\nno-index = true\nfind-links = {WHEELS}\n"
+    step(
+        "pip's offline configuration",
+        "sh",
+        "-c",
+        f"printf %s {shlex.quote(pip_conf)} >/etc/pip.conf",
+    )
     note = f"setup downloaded {', '.join(downloads)}" if downloads else "setup downloaded nothing"
     step("the setup's note", "sh", "-c", f"echo {shlex.quote(note)} >{SETUP_NOTE}")
 
@@ -394,3 +437,55 @@ def test_the_collection_installs_with_the_bundled_dependencies(controller):
     assert not unexpected_warnings(result.stdout), report(command, result, "warnings")
     installed = run("test", "-f", "/tmp/installed/ansible_collections/chatmail/relay/MANIFEST.json")
     assert installed.returncode == 0, report(command, result, "no MANIFEST.json installed")
+
+
+def collection_files() -> bytes:
+    """The checkout's files as ansible-test lists them in a git checkout, NUL-separated.
+
+    Tracked and untracked ones but not ignored or deleted ones; no directories (git lists
+    a directory that replaced a tracked symlink under the symlink's name). Nor .collections,
+    the symlink by which the checkout is its own collection (ansible.cfg): the copy is one
+    by its path, and ansible-test would refuse the symlink to a directory.
+    """
+
+    def git(*args: str) -> list[bytes]:
+        command = ["git", "-C", str(ROOT), "ls-files", "-z", *args]
+        listed = subprocess.run(command, capture_output=True, check=True).stdout
+        return [path for path in listed.split(b"\0") if path]
+
+    deleted = set(git("--deleted"))
+    paths = [
+        path
+        for path in git("--cached", "--others", "--exclude-standard")
+        if path not in deleted
+        and not path.startswith(b".collections/")
+        and not (ROOT / path.decode()).is_dir()
+    ]
+    return b"\0".join(paths)
+
+
+def test_ansible_test_sanity(controller):
+    """`ansible-test sanity` of ansible-core 2.21: clean, but for tests/sanity/ignore-2.21.txt.
+
+    On a copy of the checkout (which is read-only here) at a collection's path, made a git
+    repository so that ansible-test sees the files as it would in the checkout.
+    """
+    copy = (
+        f"rm -rf {SANITY_COPY} && mkdir -p {SANITY_COPY}"
+        f" && tar -C {SRC} --null -T - -cf - | tar -C {SANITY_COPY} -xf -"
+        f" && git -C {SANITY_COPY} init -q"
+    )
+    copied = subprocess.run(
+        ["docker", "exec", "-i", NAME, "sh", "-c", copy],
+        input=collection_files(),
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    assert copied.returncode == 0, f"copying the collection failed: {copied.stderr.decode()}"
+    command = ("ansible-test", "sanity", "--color=no")
+    result = run(*command, timeout=900, workdir=SANITY_COPY, ANSIBLE_CONFIG=None)
+    # Its findings, without the output of the pip installs around them.
+    findings = [line for line in result.stdout.splitlines() if line.startswith(("ERROR", "FATAL"))]
+    why = "ansible-test sanity failed:\n" + "\n".join(findings)
+    assert result.returncode == 0, report(command, result, why, lines=10)

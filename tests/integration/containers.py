@@ -26,7 +26,7 @@ def docker(*args: str) -> str:
 
 def wait_for_systemd(name: str, seconds: int = 60) -> None:
     """Until systemd in container NAME has booted (running, or degraded)."""
-    for _ in range(seconds):
+    for _unused in range(seconds):
         state = subprocess.run(["docker", "exec", name, "systemctl", "is-system-running"],
                                capture_output=True, text=True, check=False).stdout  # fmt: skip
         if state.strip() in ("running", "degraded"):

@@ -100,7 +100,9 @@ def signed_by_installed_key(relay: str, message: bytes, domain: str) -> bool:
 
 
 def send_encrypted(ip: str, sender: tuple[str, str], recipient: str, gpg: Gpg, text: str) -> None:
-    refused, _ = submit(ip, sender, recipient, pgp_mime(sender[0], recipient, gpg.encrypt(text)))
+    refused, _unused = submit(
+        ip, sender, recipient, pgp_mime(sender[0], recipient, gpg.encrypt(text))
+    )
     assert refused == {}
 
 

@@ -67,6 +67,8 @@ def copy_working_tree(destination: Path) -> Path:
         source = ROOT / name
         if not source.is_symlink() and not source.exists():
             continue  # deleted in the working tree, not yet in git
+        if not source.is_symlink() and source.is_dir():
+            continue  # replaced a tracked symlink; git lists the files in it too
         target = destination / name
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(source, target, follow_symlinks=False)

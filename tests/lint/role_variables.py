@@ -137,7 +137,7 @@ def spec_options(role: Path) -> dict[str, dict[str, Any]]:
 
 
 def _is_template(value: Any) -> bool:
-    return any("{{" in s or "{%" in s for _, s in _yaml_strings(value))
+    return any("{{" in s or "{%" in s for _unused, s in _yaml_strings(value))
 
 
 def check_role(role: Path, roles: list[str]) -> list[str]:

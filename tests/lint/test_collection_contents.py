@@ -31,6 +31,8 @@ SHIPPED = {
     "MANIFEST.json",
     "README.md",
     "changelogs",
+    # Example alert rules and dashboard for the metrics (docs/monitoring).
+    "docs",
     "inventories",
     "meta",
     "playbooks",

@@ -8,23 +8,15 @@ with testinfra.
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
 import pytest
 import testinfra
 from mailclient import Gpg, imap_login, new_credentials
-from testbed import container_address
+from testbed import container_address, required_env
 
 sys.path.insert(0, str(Path(__file__).parent))
-
-
-def required_env(name: str, meaning: str) -> str:
-    value = os.environ.get(name)
-    if not value:
-        pytest.fail(f"{name} must name {meaning}")
-    return value
 
 
 @pytest.fixture(scope="session")

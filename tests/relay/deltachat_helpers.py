@@ -63,7 +63,7 @@ def delta_chat() -> Iterator[DeltaChat]:
 
 def new_credentials(domain: str) -> tuple[str, str]:
     """A random address the relay accepts (9 characters of [a-z0-9]) and a password."""
-    local = "".join(secrets.choice(ALPHABET) for _ in range(9))
+    local = "".join(secrets.choice(ALPHABET) for _unused in range(9))
     return f"{local}@{domain}", secrets.token_urlsafe(12)
 
 

@@ -89,7 +89,7 @@ async def connect_idle_clients(
 ) -> list[IdleClient]:
     """`count` new accounts, each logged in and idling, in the order they connected."""
     allow_open_files(count)
-    clients = [IdleClient(*new_credentials(domain)) for _ in range(count)]
+    clients = [IdleClient(*new_credentials(domain)) for _unused in range(count)]
     gate = asyncio.Semaphore(concurrency)
 
     async def connect(client: IdleClient) -> None:

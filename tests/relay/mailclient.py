@@ -29,7 +29,7 @@ def tls_context() -> ssl.SSLContext:
 
 def new_credentials(domain: str, length: int = 9) -> tuple[str, str]:
     """A fresh random address on the relay and a password for it."""
-    local = "".join(secrets.choice(ALPHABET) for _ in range(length))
+    local = "".join(secrets.choice(ALPHABET) for _unused in range(length))
     return f"{local}@{domain}", secrets.token_urlsafe(12)
 
 
@@ -189,10 +189,10 @@ class Idle:
 def fetch_all(imap: imaplib.IMAP4, mailbox: str = "INBOX") -> list[bytes]:
     """Every message in the mailbox, raw, oldest first."""
     imap.select(mailbox)
-    _, data = imap.search(None, "ALL")
+    _unused, data = imap.search(None, "ALL")
     messages = []
     for number in data[0].split():
-        _, parts = imap.fetch(number, "(BODY.PEEK[])")
+        _unused, parts = imap.fetch(number, "(BODY.PEEK[])")
         messages.append(parts[0][1])
     return messages
 

@@ -70,7 +70,7 @@ def test_unacceptable_new_accounts_are_refused(relay_ip, domain, host, make_addr
 def test_concurrent_first_logins_create_one_account(relay_ip, domain, host):
     address, password = new_credentials(domain)
 
-    def login(_):
+    def login(_unused):
         imap = imap_login(relay_ip, address, password)
         imap.logout()
         return True

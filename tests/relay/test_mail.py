@@ -127,11 +127,12 @@ def test_sending_faster_than_the_burst_is_deferred(relay_ip, account, domain, gp
     smtp = smtp_login(relay_ip, *account)
     try:
         replies = [
-            reply_to(lambda: smtp.sendmail(account[0], [recipient], message)) for _ in range(12)
+            reply_to(lambda: smtp.sendmail(account[0], [recipient], message))
+            for _unused in range(12)
         ]
     finally:
         smtp.quit()
-    assert [code for code, _ in replies] == [250] * 10 + [450, 450]
+    assert [code for code, _unused in replies] == [250] * 10 + [450, 450]
     assert replies[-1][1] == f"4.7.1 Too much mail from {account[0]}".encode()
 
 
@@ -140,7 +141,7 @@ def test_port_25_requires_starttls(relay_ip):
     try:
         smtp.ehlo("peer.example.org")
         assert smtp.has_extn("starttls")
-        code, _ = smtp.mail("someone@example.org")
+        code, _unused = smtp.mail("someone@example.org")
         assert code == 530
     finally:
         smtp.close()
@@ -179,7 +180,7 @@ def test_delivery_is_under_a_second(relay_ip, account, domain, gpg):
     latencies = []
     smtp = smtp_login(relay_ip, *account)
     try:
-        for _ in range(20):
+        for _unused in range(20):
             with Idle(imap) as idle:
                 sent = time.monotonic()
                 smtp.sendmail(account[0], [recipient[0]], message)

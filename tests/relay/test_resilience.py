@@ -38,7 +38,7 @@ def filter_restarts(host) -> int:
 def test_killing_the_filter_during_a_burst_loses_nothing(relay_ip, domain, host, gpg):
     recipient = new_credentials(domain)
     imap_login(relay_ip, *recipient).logout()
-    senders = [new_credentials(domain) for _ in range(SENDERS)]
+    senders = [new_credentials(domain) for _unused in range(SENDERS)]
     for sender in senders:
         imap_login(relay_ip, *sender).logout()
     armored = gpg.encrypt("burst")

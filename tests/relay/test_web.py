@@ -80,15 +80,15 @@ def test_an_account_from_new_logs_in(relay_ip, domain):
 
 
 def test_new_opened_in_a_browser_redirects_to_delta_chat(relay_ip, domain):
-    status, headers, _ = https(relay_ip, domain, "/new")
+    status, headers, _unused = https(relay_ip, domain, "/new")
     assert status == 302
     assert headers["Location"] == f"dcaccount:https://{domain}/new"
-    status, _, _ = https(relay_ip, domain, "/new", method="PUT", body=b"")
+    status, _unused, _unused = https(relay_ip, domain, "/new", method="PUT", body=b"")
     assert status == 405
 
 
 def test_new_is_rate_limited(relay_ip, domain):
-    statuses = [https(relay_ip, domain, "/new", method="POST")[0] for _ in range(20)]
+    statuses = [https(relay_ip, domain, "/new", method="POST")[0] for _unused in range(20)]
     assert statuses[0] == 200
     assert 429 in statuses, statuses
     # The bucket refills; later tests get credentials again.
@@ -133,9 +133,9 @@ def test_mta_sts_policy(relay_ip, domain):
 
 
 def test_www_and_plain_http_redirect(relay_ip, domain):
-    status, headers, _ = https(relay_ip, f"www.{domain}", "/info")
+    status, headers, _unused = https(relay_ip, f"www.{domain}", "/info")
     assert (status, headers["Location"]) == (301, f"https://{domain}/info")
-    status, headers, _ = http_plain(relay_ip, domain, "/privacy")
+    status, headers, _unused = http_plain(relay_ip, domain, "/privacy")
     assert (status, headers["Location"]) == (301, f"https://{domain}/privacy")
 
 
@@ -143,7 +143,7 @@ def test_port_80_serves_acme_challenges(relay_ip, domain, host):
     token = f"token{time.monotonic_ns()}"
     host.run_test(f"echo {token}-proof > /var/lib/chatmail/acme/.well-known/acme-challenge/{token}")
     try:
-        status, _, body = http_plain(relay_ip, domain, f"/.well-known/acme-challenge/{token}")
+        status, _unused, body = http_plain(relay_ip, domain, f"/.well-known/acme-challenge/{token}")
     finally:
         host.run(f"rm -f /var/lib/chatmail/acme/.well-known/acme-challenge/{token}")
     assert (status, body) == (200, f"{token}-proof\n".encode())
@@ -151,13 +151,13 @@ def test_port_80_serves_acme_challenges(relay_ip, domain, host):
 
 def test_pages_and_robots(relay_ip, domain):
     for path in ("/", "/info", "/privacy"):
-        status, _, body = https(relay_ip, domain, path)
+        status, _unused, body = https(relay_ip, domain, path)
         assert status == 200, path
         assert domain in body.decode()
-    status, _, body = https(relay_ip, domain, "/robots.txt")
+    status, _unused, body = https(relay_ip, domain, "/robots.txt")
     assert status == 200 and b"Disallow: /new" in body
     # No page loads anything (scripts, images, styles) from other sites.
-    _, _, index = https(relay_ip, domain, "/")
+    _unused, _unused, index = https(relay_ip, domain, "/")
     assert not re.search(rb'(src="|<link[^>]*href=")(https?:)?//', index)
     assert b"<script" not in index
 
@@ -195,7 +195,7 @@ def test_delta_chat_works_with_only_port_443(relay_ip, domain):
         only_443 = new_online_account(dc, relay_ip, domain, port=443)
         other = new_online_account(dc, relay_ip, domain)
         chat_443, other_chat = secure_join(only_443, other)
-        _, received = send_and_receive(chat_443, other, "sent through 443")
+        _unused, received = send_and_receive(chat_443, other, "sent through 443")
         assert received.text == "sent through 443" and received.show_padlock
-        _, received = send_and_receive(other_chat, only_443, "received through 443")
+        _unused, received = send_and_receive(other_chat, only_443, "received through 443")
         assert received.text == "received through 443" and received.show_padlock

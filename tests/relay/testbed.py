@@ -3,7 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+
+import pytest
+
+
+def required_env(name: str, meaning: str) -> str:
+    """The value of an environment variable the scenario's verify step sets; a missing
+    one fails the test, saying what it should name."""
+    value = os.environ.get(name)
+    if not value:
+        pytest.fail(f"{name} must name {meaning}")
+    return value
 
 
 def container_address(name: str) -> str:

@@ -239,9 +239,10 @@ elapsed=$(($(date +%s) - started))
 staging=$(mktemp -d "${cache_dir}/.${key}.XXXXXX")
 mv "${workdir}"/out/* "${staging}/"
 (cd "${staging}" && sha256sum -- *.deb >SHA256SUMS)
+debs=("${staging}"/*.deb)
 cat >"${staging}/${marker}" <<EOF
 source_version=${source_version}
-package_version=$(dpkg-deb -f "$(ls "${staging}"/*.deb | head -n1)" Version)
+package_version=$(dpkg-deb -f "${debs[0]}" Version)
 patch=${patch_name}
 patch_sha256=${patch_sha256}
 trim_sha256=$(sha256sum "${trim_script}" | cut -d' ' -f1)

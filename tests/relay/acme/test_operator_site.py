@@ -16,19 +16,19 @@ SITE = Path(__file__).parent / "site"
 
 
 def test_the_landing_page_is_the_operators_template_filled_in(relay_ip, domain):
-    status, _, body = https(relay_ip, domain, "/")
+    status, _unused, body = https(relay_ip, domain, "/")
     page = body.decode()
     assert status == 200
     assert "Run by the ACME test team." in page
     assert f"<h1>{domain}</h1>" in page
     assert f'href="DCACCOUNT:https://{domain}/new"' in page
     [image] = re.findall(r'<img src="(/qr-[0-9a-f]{12}\.png)"', page)
-    status, _, png = https(relay_ip, domain, image)
+    status, _unused, png = https(relay_ip, domain, image)
     assert status == 200 and png.startswith(b"\x89PNG")
 
 
 def test_the_operators_files_are_served_as_they_are(relay_ip, domain):
-    status, _, body = https(relay_ip, domain, "/styles/operator.css")
+    status, _unused, body = https(relay_ip, domain, "/styles/operator.css")
     assert status == 200
     assert body == (SITE / "styles" / "operator.css").read_bytes()
     # Templates are served filled in, not as source.
@@ -37,6 +37,6 @@ def test_the_operators_files_are_served_as_they_are(relay_ip, domain):
 
 def test_pages_the_operator_did_not_provide_stay_generated(relay_ip, domain):
     for path in ("/info", "/privacy"):
-        status, _, body = https(relay_ip, domain, path)
+        status, _unused, body = https(relay_ip, domain, path)
         assert status == 200, path
         assert domain in body.decode() and "ACME test team" not in body.decode()

@@ -27,7 +27,7 @@ def get_metadata(imap: imaplib.IMAP4, mailbox: str, entry: str) -> str | None:
     typ, data = imap._simple_command("GETMETADATA", quoted(mailbox), entry)
     if typ != "OK":
         raise imaplib.IMAP4.error(f"GETMETADATA {mailbox} {entry} failed: {data}")
-    _, untagged = imap._untagged_response(typ, data, "METADATA")
+    _unused, untagged = imap._untagged_response(typ, data, "METADATA")
     for item in untagged:
         if isinstance(item, tuple):
             # A literal: ('"INBOX" (/private/devicetoken {5}', b'value'), then ')'.

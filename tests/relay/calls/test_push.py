@@ -35,7 +35,7 @@ def tokens(relay_ip: str, account: tuple[str, str]) -> list[str]:
 
 def send(relay_ip, gpg, sender, recipient) -> None:
     message = pgp_mime(sender[0], recipient[0], gpg.encrypt("ping"))
-    refused, _ = submit(relay_ip, sender, recipient[0], message)
+    refused, _unused = submit(relay_ip, sender, recipient[0], message)
     assert not refused
 
 

@@ -58,7 +58,7 @@ def received(output: str) -> int:
 
 
 def test_credentials_follow_the_turn_rest_scheme(turn):
-    _, port, username, password = turn
+    _unused, port, username, password = turn
     assert port == 3478
     # The user name is the expiry time, five days ahead.
     assert abs(int(username) - (time.time() + 5 * 86400)) < 120
@@ -67,13 +67,13 @@ def test_credentials_follow_the_turn_rest_scheme(turn):
 
 @pytest.mark.parametrize("transport", [[], ["-t"]], ids=["udp", "tcp"])
 def test_coturn_relays_with_exactly_those_credentials(host, relay_ip, turn, peer, transport):
-    _, _, username, password = turn
+    _unused, _unused, username, password = turn
     output = allocate(host, relay_ip, username, password, peer, *transport)
     assert received(output) == 3, output
 
 
 def test_wrong_credentials_are_refused(host, relay_ip, turn, peer):
-    _, _, username, password = turn
+    _unused, _unused, username, password = turn
     for user, secret in [(username, password[::-1]), (str(int(username) + 1), password)]:
         output = allocate(host, relay_ip, user, secret, peer)
         assert "Cannot complete Allocation" in output
@@ -84,7 +84,7 @@ def test_wrong_credentials_are_refused(host, relay_ip, turn, peer):
     "address", ["127.0.0.1", "10.1.2.3", "172.17.0.1", "192.168.1.1", "169.254.169.254"]
 )
 def test_peers_in_private_ranges_are_refused(host, relay_ip, turn, address):
-    _, _, username, password = turn
+    _unused, _unused, username, password = turn
     output = allocate(host, relay_ip, username, password, address)
     assert "403 (Forbidden IP)" in output
     assert received(output) == 0

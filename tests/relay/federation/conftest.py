@@ -8,17 +8,9 @@ zones' nameserver, as the relays' own resolvers see it.
 
 from __future__ import annotations
 
-import os
-
 import pytest
 from servers import Server, server
-
-
-def env(name: str, meaning: str) -> str:
-    value = os.environ.get(name)
-    if not value:
-        pytest.fail(f"{name} must name {meaning}")
-    return value
+from testbed import required_env as env
 
 
 @pytest.fixture(scope="session")

@@ -35,7 +35,7 @@ def people(relay1, relay2):
         bob = new_online_account(dc, relay2.ip, relay2.domain)
         carol = new_online_account(dc, relay2.ip, relay2.domain)
         alice_bob, bob_alice = secure_join(alice, bob)
-        alice_carol, _ = secure_join(alice, carol)
+        alice_carol, _unused = secure_join(alice, carol)
         yield People(alice, bob, carol, alice_bob, bob_alice, alice_carol)
 
 

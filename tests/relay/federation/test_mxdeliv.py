@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pytest
 from mailclient import cleartext_message, pgp_mime, smtp_login, submit, wait_for_messages
+from metricsclient import filtered, moved, remote_deliveries, scrape
 
 ROOT = Path(__file__).resolve().parents[3]
 MESSAGES = 50
@@ -92,6 +93,7 @@ def test_with_port_25_blocked_mail_flows_both_ways_over_https(relay1, relay2, gp
         for sender_relay, recipient_relay in ((relay1, relay2), (relay2, relay1)):
             since = time.time() - 1
             sender, recipient = sender_relay.new_account(), recipient_relay.new_account()
+            sent_before, received_before = scrape(sender_relay.host), scrape(recipient_relay.host)
             armored = gpg.encrypt("port 25 is blocked\n")
             message = pgp_mime(sender[0], recipient[0], armored)
             assert submit(sender_relay.ip, sender, recipient[0], message)[0] == {}
@@ -99,6 +101,11 @@ def test_with_port_25_blocked_mail_flows_both_ways_over_https(relay1, relay2, gp
             assert armored.strip().splitlines()[3].encode() in delivered
             domain = recipient_relay.domain
             wait_for_log(sender_relay, since, "chatmail-delivery", f"{domain}: 1x 250 via https")
+            # Each relay's metrics count the message once, on its own side of the hop.
+            over_https = remote_deliveries("https", "delivered", 250)
+            assert moved(sent_before, scrape(sender_relay.host), [over_https]) == {over_https: 1}
+            accepted = filtered("incoming", "accepted", "encrypted", via="https")
+            assert moved(received_before, scrape(recipient_relay.host), [accepted]) == {accepted: 1}
 
 
 # --- requests that break the rules -------------------------------------------------
@@ -196,7 +203,7 @@ def test_bad_requests_get_the_documented_refusal_and_queue_nothing(relay1, relay
 def test_killing_the_delivery_service_mid_burst_loses_and_doubles_nothing(relay1, relay2, gpg):
     since = time.time() - 1
     recipient = relay2.new_account()
-    senders = [relay1.new_account() for _ in range(MESSAGES // BURST)]
+    senders = [relay1.new_account() for _unused in range(MESSAGES // BURST)]
     payload = gpg.encrypt("through a crash\n")
     sent_ids = []
     killed = threading.Event()
@@ -211,7 +218,7 @@ def test_killing_the_delivery_service_mid_burst_loses_and_doubles_nothing(relay1
     killer.start()
     for sender in senders:
         smtp = smtp_login(relay1.ip, *sender)
-        for _ in range(BURST):
+        for _unused in range(BURST):
             message = pgp_mime(sender[0], recipient[0], payload)
             smtp.sendmail(sender[0], [recipient[0]], message)
             sent_ids.append(email.message_from_bytes(message)["Message-ID"])
@@ -249,6 +256,7 @@ def web_playbook(relay, extra_vars: dict) -> subprocess.CompletedProcess:
         capture_output=True,
         text=True,
         timeout=600,
+        check=False,
     )
 
 

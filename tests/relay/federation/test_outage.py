@@ -31,7 +31,7 @@ def queued_for(relay, domain: str) -> int:
 
 def test_mail_sent_while_the_peer_is_down_arrives_once_it_is_back(relay1, relay2, gpg):
     recipient = relay2.new_account()
-    senders = [relay1.new_account() for _ in range(MESSAGES // BURST)]
+    senders = [relay1.new_account() for _unused in range(MESSAGES // BURST)]
     payload = gpg.encrypt("while you were away\n")
     gateway = relay2.host.run("ip -4 route show default").stdout.split()[2]
     sent_ids = []
@@ -41,7 +41,7 @@ def test_mail_sent_while_the_peer_is_down_arrives_once_it_is_back(relay1, relay2
     try:
         for sender in senders:
             smtp = smtp_login(relay1.ip, *sender)
-            for _ in range(BURST):
+            for _unused in range(BURST):
                 message = pgp_mime(sender[0], recipient[0], payload)
                 sent_ids.append(email.message_from_bytes(message)["Message-ID"])
                 smtp.sendmail(sender[0], [recipient[0]], message)

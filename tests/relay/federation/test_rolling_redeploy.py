@@ -92,9 +92,9 @@ def test_a_rolling_redeploy_loses_no_mail(relay1, relay2, gpg, tmp_path):
     recap = dict(re.findall(r"^(chatmail-\S+)\s*:.*?changed=(\d+)", output, re.MULTILINE))
     assert int(recap[relay1.container]) > 0 and int(recap[relay2.container]) > 0, recap
     assert output.count("PLAY [Set up Postfix, Dovecot") == 2
-    for *_, accepted in flows:
+    for *_unused, accepted in flows:
         assert len(accepted) >= 10, "too little mail flowed during the re-deploy"
-    for relay, _, recipient, accepted in flows:
+    for relay, _unused, recipient, accepted in flows:
         peer = relay2 if relay is relay1 else relay1
         messages = wait_for_messages(peer.ip, *recipient, count=len(accepted), timeout=120)
         received = Counter(email.message_from_bytes(m)["Message-ID"] for m in messages)

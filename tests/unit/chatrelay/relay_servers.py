@@ -15,6 +15,7 @@ from pathlib import Path
 
 import dkim
 from aiosmtpd.smtp import SMTP, Envelope
+from chatrelay import metrics
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -147,3 +148,30 @@ def self_signed_tls(directory: Path) -> Tls:
     server.load_cert_chain(cert_file, key_file)
     client = ssl.create_default_context(cafile=str(cert_file))
     return Tls(server, client)
+
+
+class Counted:
+    """The services' counters in this process, before and after: what a test moved."""
+
+    def __init__(self) -> None:
+        self.before = self.samples()
+
+    @staticmethod
+    def samples() -> dict[tuple[str, tuple], float]:
+        return {
+            (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for counter in metrics.COUNTERS
+            for family in counter.collect()
+            for sample in family.samples
+            if sample.name.endswith("_total")
+        }
+
+    def moved(self) -> dict[str, float]:
+        """Each counter that moved, as 'name{label=value,...}': how much."""
+        after = self.samples()
+        return {
+            name + "{" + ",".join(f"{k}={v}" for k, v in labels) + "}": value
+            - self.before.get((name, labels), 0.0)
+            for (name, labels), value in after.items()
+            if value != self.before.get((name, labels), 0.0)
+        }

@@ -85,7 +85,7 @@ def login(server: AuthServer, address: str = ADDRESS, password: str = PASSWORD) 
 
 
 def verifies(password: str, stored: str) -> bool:
-    scheme, _, crypted = stored.partition("}")
+    scheme, _unused, crypted = stored.partition("}")
     assert scheme == "{SHA512-CRYPT"
     return auth.sha512_crypt.verify(password, crypted)
 
@@ -378,7 +378,7 @@ def test_concurrent_first_logins_create_one_account(config: Config, served: Runn
         except BaseException as exc:
             errors.append(exc)
 
-    threads = [threading.Thread(target=first_login) for _ in range(count)]
+    threads = [threading.Thread(target=first_login) for _unused in range(count)]
     for thread in threads:
         thread.start()
     for thread in threads:

@@ -203,7 +203,7 @@ def test_an_https_refusal_falls_back_to_smtp_whose_reply_is_the_outcome(
     assert outcome.replies[0].startswith("550 5.1.1 <refused@example.net>: Recipient")
     assert outcome.replies[1].startswith("250 ")
     assert p.https_sink.received == []
-    assert [rcpts for _, rcpts, _, _ in p.smtp_sink.received] == [[ALICE]]
+    assert [rcpts for _unused, rcpts, _unused, _unused in p.smtp_sink.received] == [[ALICE]]
 
 
 def test_an_unreachable_host_moves_on_to_the_next_mx(loop, peer, deliverer, dkim_dns):
@@ -249,12 +249,12 @@ def test_a_server_without_starttls_gets_nothing(loop, peer, deliverer, dkim_dns)
 def test_connections_to_a_peer_are_reused(loop, peer, deliverer, dkim_dns):
     p = peer()
     d = deliverer(p)
-    for _ in range(3):
+    for _unused in range(3):
         assert deliver(loop, d, mail(dkim_dns)).channel == "https"
-    assert len({port for _, port in p.requests}) == 1
+    assert len({port for _unused, port in p.requests}) == 1
     smtp_only = peer(mxdeliv_route=False)
     d = deliverer(smtp_only)
-    for _ in range(3):
+    for _unused in range(3):
         assert deliver(loop, d, mail(dkim_dns)).channel == "smtp"
     assert len(smtp_only.smtp_server.clients) == 1
 
@@ -284,7 +284,7 @@ def lmtp(port: int, sender: str, recipients: list[str], content: bytes) -> list[
         body = content.replace(b"\r\n.", b"\r\n..")
         stream.write(body + (b"" if body.endswith(b"\r\n") else b"\r\n") + b".\r\n")
         stream.flush()
-        replies = [reply() for _ in recipients]
+        replies = [reply() for _unused in recipients]
         command("QUIT")
         return replies
 

@@ -43,7 +43,7 @@ class MemoryDict(DictServer):
     def commit(self, changes: list[Change], user: str) -> bool:
         with self.lock:
             self.commits.append((changes, user))
-            if any(key == "shared/refuse" for key, _ in changes):
+            if any(key == "shared/refuse" for key, _unused in changes):
                 return False
             for key, value in changes:
                 if value is None:
@@ -127,7 +127,7 @@ def test_lookup_without_user_field_uses_the_hello_user(
         client.hello(user="from-hello@example.org")
         assert client.ask(request("L", "shared/k")) == "N"
         assert client.ask(request("L", "shared/k", "")) == "N"
-    assert [user for _, user in backend.lookups] == ["from-hello@example.org"] * 2
+    assert [user for _unused, user in backend.lookups] == ["from-hello@example.org"] * 2
 
 
 def test_escapes_are_undone_in_requests_and_applied_in_replies(
@@ -220,7 +220,7 @@ def test_commit_failures_reply_f_with_the_id(served: RunningServer, backend: Mem
         assert client.ask(request("C", "3")).split("\t")[0] == "F3"
         assert client.ask(request("C", "99")).split("\t")[0] == "F99"
         assert client.ask(request("D", "98")).split("\t")[0] == "AF98"
-    assert [changes for changes, _ in backend.commits] == [[("shared/refuse", "1")]]
+    assert [changes for changes, _unused in backend.commits] == [[("shared/refuse", "1")]]
 
 
 def test_empty_transaction_commits_without_calling_the_backend(
@@ -275,7 +275,7 @@ def test_pipelined_requests_are_answered_in_order(
     with served.connect() as client:
         client.hello()
         client.send(*(request("L", f"shared/{i}", "u") for i in range(25)))
-        replies = [client.read_line() for _ in range(25)]
+        replies = [client.read_line() for _unused in range(25)]
     assert replies == [f"O{i * i}" for i in range(20)] + ["N"] * 5
 
 

@@ -20,7 +20,7 @@ from chatrelay import mailbox
 from chatrelay.config import Config
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from relay_servers import close, free_port, run
+from relay_servers import Counted, close, free_port, run
 
 DOMAIN = "example.org"
 ALICE = "alice@example.org"
@@ -133,7 +133,10 @@ def test_outgoing_cleartext_to_local_recipients(start_filter, sink):
     assert send(f.port, ALICE, ["Dave@Example.org"], mail)[0] == 523
     assert send(f.port, ALICE, [BOB, "dave@example.org"], mail)[0] == 523
     assert send(f.port, ALICE, [BOB, REMOTE], mail)[0] == 523
-    assert [rcpts for _, rcpts, _, _ in sink.received] == [[BOB], ["new@example.org"]]
+    assert [rcpts for _unused, rcpts, _unused, _unused in sink.received] == [
+        [BOB],
+        ["new@example.org"],
+    ]
 
 
 def test_outgoing_cleartext_to_path_like_local_part_is_refused(start_filter, sink):
@@ -172,7 +175,7 @@ def test_outgoing_from_header_must_match_envelope_sender(start_filter, sink):
 def test_outgoing_rate_limit(start_filter, sink):
     f = start_filter(outgoing=True, max_user_send_per_minute=60, max_user_send_burst_size=10)
     mail = encrypted_mail()
-    for _ in range(10):
+    for _unused in range(10):
         assert send(f.port, ALICE, [REMOTE], mail)[0] == 250
     assert send(f.port, ALICE, [REMOTE], mail) == (450, f"4.7.1 Too much mail from {ALICE}")
     # Another sender has a bucket of its own.
@@ -182,7 +185,7 @@ def test_outgoing_rate_limit(start_filter, sink):
     assert send(f.port, ALICE, [REMOTE], mail)[0] == 250
     assert send(f.port, ALICE, [REMOTE], mail)[0] == 450
     f.clock.now += 3600
-    for _ in range(10):
+    for _unused in range(10):
         assert send(f.port, ALICE, [REMOTE], mail)[0] == 250
     assert send(f.port, ALICE, [REMOTE], mail)[0] == 450
     assert len(sink.received) == 22
@@ -222,6 +225,34 @@ def test_reinjection_refusal_is_passed_back(start_filter, sink):
     assert sink.received == []
 
 
+def filtered(direction: str, via: str, result: str, rule: str) -> str:
+    labels = f"direction={direction},result={result},rule={rule},via={via}"
+    return "chatmail_filter_messages_total{" + labels + "}"
+
+
+def test_the_outgoing_filter_counts_each_decision_by_rule(start_filter, sink):
+    f = start_filter(outgoing=True, max_user_send_burst_size=5)
+    counted = Counted()
+    assert send(f.port, ALICE, [REMOTE], encrypted_mail())[0] == 250
+    for _unused in range(3):
+        assert send(f.port, ALICE, [REMOTE], s.cleartext(ALICE, REMOTE))[0] == 523
+    assert send(f.port, ALICE, [REMOTE, sink.refuse_recipient], encrypted_mail())[0] == 550
+    assert send(f.port, ALICE, [REMOTE], encrypted_mail())[0] == 450  # the sixth: rate limit
+    assert counted.moved() == {
+        filtered("outgoing", "smtp", "accepted", "encrypted"): 1,
+        filtered("outgoing", "smtp", "refused", "encryption_needed"): 3,
+        filtered("outgoing", "smtp", "refused", "reinjection"): 1,
+        filtered("outgoing", "smtp", "refused", "rate_limit"): 1,
+    }
+
+
+def test_the_incoming_filter_counts_dkim_refusals(start_filter, sink):
+    f = start_filter(outgoing=False)
+    counted = Counted()
+    assert send(f.port, REMOTE, [BOB], encrypted_mail(REMOTE, BOB))[0] == 554
+    assert counted.moved() == {filtered("incoming", "smtp", "refused", "dkim"): 1}
+
+
 def test_several_messages_and_rset_in_one_session(start_filter, sink):
     f = start_filter(outgoing=True)
     client = smtplib.SMTP("127.0.0.1", f.port, local_hostname="postfix", timeout=10)
@@ -233,7 +264,7 @@ def test_several_messages_and_rset_in_one_session(start_filter, sink):
     client.rset()
     assert send(f.port, ALICE, [BOB], mail, client=client)[0] == 250
     client.quit()
-    assert [rcpts for _, rcpts, _, _ in sink.received] == [[REMOTE], [BOB]]
+    assert [rcpts for _unused, rcpts, _unused, _unused in sink.received] == [[REMOTE], [BOB]]
 
 
 def test_mail_options_and_utf8_are_passed_on(start_filter, sink):
@@ -241,7 +272,7 @@ def test_mail_options_and_utf8_are_passed_on(start_filter, sink):
     mail = encrypted_mail().replace(b"Subject: [...]", "Subject: Grüße".encode())
     options = ("BODY=8BITMIME", "SMTPUTF8")
     assert send(f.port, ALICE, [REMOTE], mail, options)[0] == 250
-    [(_, _, content, received_options)] = sink.received
+    [(_unused, _unused, content, received_options)] = sink.received
     assert content == mail
     assert received_options == list(options)
 
@@ -370,7 +401,7 @@ def test_incoming_securejoin_and_bounce(start_filter, sink, dkim_dns):
     bounce = s.mailer_daemon_report("MAILER-DAEMON@example.net", ALICE)
     assert send(f.port, "<>", [ALICE], dkim_dns.sign(bounce, "example.net"))[0] == 250
     assert send(f.port, "<>", [ALICE], bounce)[0] == 554
-    assert [sender for sender, _, _, _ in sink.received] == [REMOTE, "<>"]
+    assert [sender for sender, _unused, _unused, _unused in sink.received] == [REMOTE, "<>"]
 
 
 def test_incoming_oversize(start_filter, sink, dkim_dns):
@@ -383,7 +414,7 @@ def test_incoming_oversize(start_filter, sink, dkim_dns):
 def test_incoming_has_no_rate_limit_or_sender_rule(start_filter, sink, dkim_dns):
     f = start_filter(outgoing=False, max_user_send_burst_size=1)
     mail = dkim_dns.sign(s.pgp_mime(ENCRYPTED, REMOTE, ALICE), "example.net")
-    for _ in range(3):
+    for _unused in range(3):
         assert send(f.port, REMOTE, [ALICE], mail)[0] == 250
 
 
@@ -452,7 +483,7 @@ def test_command_line_entry_point(tmp_path, sink, python):
         client.quit()
     finally:
         process.terminate()
-        _, log = process.communicate(timeout=10)
+        _unused, log = process.communicate(timeout=10)
     assert len(sink.received) == 1
     assert "outgoing: accept 250 (encrypted)" in log
     assert "outgoing: reject 523 (not encrypted)" in log

@@ -71,8 +71,8 @@ def test_concurrent_creation_keeps_the_first_hash(config):
     for thread in threads:
         thread.join()
     stored = mailbox.password_hash(config, ADDRESS)
-    assert sorted(created for _, created in results) == [False] * 7 + [True]
-    assert {hashed for hashed, _ in results} == {stored}
+    assert sorted(created for _unused, created in results) == [False] * 7 + [True]
+    assert {hashed for hashed, _unused in results} == {stored}
 
 
 def test_an_empty_password_file_is_an_error_not_a_missing_account(config):

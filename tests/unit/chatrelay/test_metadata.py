@@ -253,7 +253,7 @@ def test_messagenew_is_queued_on_disk_before_the_commit_is_answered(
     assert queued(config) == [(ADDRESS, TOKEN), (ADDRESS, TOKEN2)]
     assert sender.calls == []
     assert server.notifier.run_due() == 2
-    assert sorted(token for _, token in sender.calls) == [TOKEN, TOKEN2]
+    assert sorted(token for _unused, token in sender.calls) == [TOKEN, TOKEN2]
     assert queued(config) == []
 
 
@@ -277,7 +277,7 @@ def test_messages_arriving_before_the_first_attempt_share_one_entry(
     served: RunningServer, config: Config
 ) -> None:
     change(served, (TOKEN_KEY, TOKEN))
-    for _ in range(3):
+    for _unused in range(3):
         assert change(served, (MESSAGE_NEW_KEY, "")) == "O1"
     assert queued(config) == [(ADDRESS, TOKEN)]
 
@@ -576,7 +576,7 @@ def test_the_service_process_end_to_end(tmp_path: Path) -> None:
             time.sleep(0.02)
     finally:
         process.terminate()
-        _, stderr = process.communicate(timeout=10)
+        _unused, stderr = process.communicate(timeout=10)
         gateway.stop()
         shutil.rmtree(directory)
     assert "resuming 1 pending push notifications" in stderr

@@ -139,7 +139,7 @@ def test_post_offers_credentials_the_auth_rules_accept(
 
 
 def test_credentials_differ_on_every_request(client: Client) -> None:
-    offers = [client.post().json() for _ in range(50)]
+    offers = [client.post().json() for _unused in range(50)]
     assert len({offer["email"] for offer in offers}) == 50
     assert len({offer["password"] for offer in offers}) == 50
 
@@ -303,7 +303,7 @@ def test_a_malformed_request_line_gets_400_and_the_service_goes_on(
     client: Client, request_line: bytes
 ) -> None:
     answer = client.raw(request_line + b"\r\nHost: x\r\n\r\n")
-    head, _, body = answer.partition(b"\r\n\r\n")
+    head, _unused, body = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 400 ")
     assert b"Cache-Control: no-store" in head
     assert json.loads(body) == {"error": "Bad Request"}
@@ -487,7 +487,7 @@ def test_entry_point_runs_as_a_module(relay_ini: Path) -> None:
         reply = post_when_listening(port)
     finally:
         process.terminate()
-        _, stderr = process.communicate(timeout=10)
+        _unused, stderr = process.communicate(timeout=10)
     assert reply.status == 200 and mailbox.is_address(load(relay_ini), reply.json()["email"]), (
         stderr
     )

@@ -47,7 +47,7 @@ def test_gpg_public_key_message_is_encrypted(gnupg, outgoing):
 @BOTH
 def test_gpg_message_to_several_recipients_is_encrypted(gnupg, outgoing):
     armored = gnupg.encrypt(b"Hello both", ["bob@example.net", "carol@example.com"])
-    packets = [tag for tag, _ in iter_packets(dearmor(armored))]
+    packets = [tag for tag, _unused in iter_packets(dearmor(armored))]
     assert packets == [1, 1, 18]
     assert is_encrypted(s.pgp_mime(armored), outgoing)
 
@@ -55,7 +55,7 @@ def test_gpg_message_to_several_recipients_is_encrypted(gnupg, outgoing):
 @BOTH
 def test_gpg_symmetric_message_is_encrypted(gnupg, outgoing):
     armored = gnupg.encrypt_symmetric(b"Hello", "correct horse")
-    assert [tag for tag, _ in iter_packets(dearmor(armored))] == [3, 18]
+    assert [tag for tag, _unused in iter_packets(dearmor(armored))] == [3, 18]
     assert is_encrypted(s.pgp_mime(armored), outgoing)
 
 

@@ -20,6 +20,8 @@ BIN = Path(sys.executable).parent
         ("filter", "chatmail.relay.zone_file", "chatmail.relay.zone_file }}"),
         ("lookup", "chatmail.relay.secret", "lookup('chatmail.relay.secret', 'turn'"),
         ("module", "chatmail.relay.dns_check", "chatmail.relay.dns_check:"),
+        ("module", "chatmail.relay.address_check", "chatmail.relay.address_check:"),
+        ("module", "chatmail.relay.status_report", "chatmail.relay.status_report:"),
     ],
 )
 def test_ansible_doc_prints_documentation_with_examples(plugin_type, name, expected):

@@ -16,8 +16,9 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
-from . import mailbox
+from . import mailbox, metrics
 from .config import Config
 from .dictproto import DictServer, run_service, split_namespace
 
@@ -100,6 +101,14 @@ def system_limit_reached(config: Config, probe: SystemProbe) -> str | None:
     return None
 
 
+class Refusal(NamedTuple):
+    """Why an account may not be created: rule (invalid, kill_switch or system_limits,
+    as chatmail_account_refusals_total counts it) and the reason for the log."""
+
+    rule: str
+    reason: str
+
+
 class AuthServer(DictServer):
     """Answers Dovecot's passdb and userdb lookups and creates accounts on first login."""
 
@@ -108,8 +117,8 @@ class AuthServer(DictServer):
         self.probe = probe or SystemProbe()
 
     def lookup(self, key: str, user: str) -> str | None:
-        _, rest = split_namespace(key)
-        kind, _, arg = rest.partition("/")
+        _namespace, rest = split_namespace(key)
+        kind, _slash, arg = rest.partition("/")
         if kind == "passdb":
             parts = split_passdb_key(arg)
             # Without a quote the key holds only the password; the request names the user.
@@ -122,7 +131,7 @@ class AuthServer(DictServer):
         return None
 
     def iterate(self, path: str, user: str) -> Iterator[tuple[str, str]]:
-        _, rest = split_namespace(path)
+        _namespace, rest = split_namespace(path)
         if rest.rstrip("/") != "userdb":
             return
         prefix = path if path.endswith("/") else path + "/"
@@ -142,9 +151,10 @@ class AuthServer(DictServer):
             return None
         stored = mailbox.password_hash(self.config, address)
         if stored is None:
-            reason = self.refuse_new_account(address, password)
-            if reason is not None:
-                log.info("not creating account %s: %s", address, reason)
+            refusal = self.refuse_new_account(address, password)
+            if refusal is not None:
+                log.info("not creating account %s: %s", address, refusal.reason)
+                metrics.ACCOUNT_REFUSALS.labels(refusal.rule).inc()
                 return None
             stored = self.create_account(address, password)
         return json.dumps({**self.userdb_fields(address), "password": stored})
@@ -156,29 +166,34 @@ class AuthServer(DictServer):
             "gid": self.config.vmail_gid,
         }
 
-    def refuse_new_account(self, address: str, password: str) -> str | None:
+    def refuse_new_account(self, address: str, password: str) -> Refusal | None:
         """Why address may not be created with password now, or None."""
         config = self.config
         localpart = address.rpartition("@")[0]
         if not config.username_min_length <= len(localpart) <= config.username_max_length:
-            return (
+            return Refusal(
+                "invalid",
                 f"local part must have {config.username_min_length} to "
-                f"{config.username_max_length} characters"
+                f"{config.username_max_length} characters",
             )
         if len(password) < config.password_min_length:
-            return f"password shorter than {config.password_min_length} characters"
+            return Refusal(
+                "invalid", f"password shorter than {config.password_min_length} characters"
+            )
         if "\0" in password:
-            return "password contains NUL"
+            return Refusal("invalid", "password contains NUL")
         try:
             password.encode("utf-8")
         except UnicodeEncodeError:
-            return "password is not valid UTF-8"
+            return Refusal("invalid", "password is not valid UTF-8")
         if config.nocreate_file.exists():
-            return f"account creation switched off by {config.nocreate_file}"
+            return Refusal(
+                "kill_switch", f"account creation switched off by {config.nocreate_file}"
+            )
         limit = system_limit_reached(config, self.probe)
         if limit is not None:
             log.warning("new accounts refused: %s", limit)
-            return limit
+            return Refusal("system_limits", limit)
         return None
 
     def create_account(self, address: str, password: str) -> str:
@@ -187,6 +202,7 @@ class AuthServer(DictServer):
         stored, created = mailbox.create(self.config, address, hashed)
         if created:
             log.info("created account %s", address)
+            metrics.ACCOUNTS_CREATED.inc()
         return stored
 
 

@@ -72,6 +72,11 @@ class Config:
     tls_mode: str = "acme"
     # The /new service (credentials for a new account), behind nginx on 127.0.0.1.
     new_account_port: int = 10090
+    # The metrics exporter (chatrelay.metrics) on 127.0.0.1, Dovecot's stats service
+    # (OpenMetrics) it passes on, and how often it counts the storage.
+    metrics_port: int = 9469
+    dovecot_stats_port: int = 9900
+    metrics_storage_interval: int = 300
 
     @property
     def address_suffix(self) -> str:

@@ -45,7 +45,7 @@ from aiosmtpd.smtp import Envelope, Session
 
 from chatrelay import config as relay_config
 from chatrelay import filter as mailfilter
-from chatrelay import mxdeliv, systemd
+from chatrelay import metrics, mxdeliv, systemd
 
 log = logging.getLogger("chatrelay.delivery")
 
@@ -166,7 +166,7 @@ class _SMTP(smtplib.SMTP):
 
     def _get_socket(self, host, port, timeout):
         errors: list[OSError] = []
-        for family, kind, proto, _, address in socket.getaddrinfo(
+        for family, kind, proto, _canonname, address in socket.getaddrinfo(
             host, port, self.family, socket.SOCK_STREAM
         ):
             sock = socket.socket(family, kind, proto)
@@ -478,6 +478,9 @@ class DeliveryHandler:
             for recipient, reply in zip(rcpts, outcome.replies, strict=True):
                 reply_of[recipient] = reply
             counts = collections.Counter(reply[:3] for reply in outcome.replies)
+            for code, number in counts.items():
+                result = metrics.delivery_result(code_of(code))
+                metrics.REMOTE_DELIVERIES.labels(outcome.channel, result, code).inc(number)
             summary = ", ".join(f"{n}x {code}" for code, n in sorted(counts.items()))
             log.info("%s: %s via %s (%s)", domain, summary, outcome.channel, outcome.host)
         # LMTP: one reply per recipient after DATA, in the order of RCPT.

@@ -28,7 +28,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from dkim.dnsplug import get_txt
 
 from chatrelay import config as relay_config
-from chatrelay import mailbox, openpgp, systemd
+from chatrelay import mailbox, metrics, openpgp, systemd
 
 log = logging.getLogger("chatrelay.filter")
 
@@ -59,10 +59,12 @@ DnsFunc = Callable[..., Any]
 
 
 class Verdict(NamedTuple):
-    """A decision on one message: reply is None to accept; reason is for the log."""
+    """A decision on one message: reply is None to accept; reason is for the log,
+    rule names what decided for the metrics (chatmail_filter_messages_total)."""
 
     reply: str | None
     reason: str
+    rule: str
 
 
 def ascii_text(text: str) -> str:
@@ -151,18 +153,19 @@ def check_outgoing(
     msg = openpgp.parse_message(content)
     from_address = openpgp.single_address(msg, "From")
     if from_address is None or from_address.lower() != sender.lower():
-        return Verdict(REPLY_FROM_MISMATCH, "From: does not match the envelope sender")
+        reason = "From: does not match the envelope sender"
+        return Verdict(REPLY_FROM_MISMATCH, reason, "from_mismatch")
     if len(content) > config.max_message_size:
-        return Verdict(REPLY_TOO_BIG, "message too big")
+        return Verdict(REPLY_TOO_BIG, "message too big", "size")
     if openpgp.is_encrypted(msg, outgoing=True):
-        return Verdict(None, "encrypted")
+        return Verdict(None, "encrypted", "encrypted")
     if openpgp.is_securejoin(msg):
-        return Verdict(None, "secure-join request")
+        return Verdict(None, "secure-join request", "securejoin")
     if openpgp.is_autocrypt_setup_message(msg, sender, recipients):
-        return Verdict(None, "autocrypt setup message")
+        return Verdict(None, "autocrypt setup message", "autocrypt_setup")
     if _cleartext_allowed(config, recipients):
-        return Verdict(None, "cleartext to local recipients accepting it")
-    return Verdict(REPLY_ENCRYPTION_NEEDED, "not encrypted")
+        return Verdict(None, "cleartext to local recipients accepting it", "cleartext_allowed")
+    return Verdict(REPLY_ENCRYPTION_NEEDED, "not encrypted", "encryption_needed")
 
 
 class _KeyLookup:
@@ -186,12 +189,12 @@ def check_dkim(msg: Message, content: bytes, dnsfunc: DnsFunc | None = None) -> 
     from_domain = _domain(from_address) if from_address else ""
     if from_domain.startswith("[") and from_domain.endswith("]"):
         # Test relays addressed by IP literal have no DNS to publish a key in.
-        return Verdict(None, "IP-literal sender, DKIM skipped")
+        return Verdict(None, "IP-literal sender, DKIM skipped", "dkim")
     signatures = msg.get_all("DKIM-Signature", [])
     if not signatures:
-        return Verdict(REPLY_NO_DKIM, "no DKIM signature")
+        return Verdict(REPLY_NO_DKIM, "no DKIM signature", "dkim")
     if not from_domain:
-        return Verdict(REPLY_BAD_DKIM, "DKIM: no single From: address to align with")
+        return Verdict(REPLY_BAD_DKIM, "DKIM: no single From: address to align with", "dkim")
     wanted = domain_key(from_domain)
     lookup = _KeyLookup(dnsfunc or get_txt)
     problem = "no signature with d= matching From:"
@@ -205,14 +208,14 @@ def check_dkim(msg: Message, content: bytes, dnsfunc: DnsFunc | None = None) -> 
             if verifier is None:
                 verifier = dkim.DKIM(content, logger=_dkim_log, minkey=1024)
             if verifier.verify(idx=index, dnsfunc=lookup):
-                return Verdict(None, f"DKIM valid for d={signing_domain}")
+                return Verdict(None, f"DKIM valid for d={signing_domain}", "dkim")
             problem = "signature not verified (bad signature or no key in DNS)"
         except Exception as exc:  # dkimpy raises assorted errors on junk
             problem = f"{type(exc).__name__}: {exc}"
     if lookup.timed_out:
         # The key may well exist: let the sender retry rather than bounce good mail.
-        return Verdict(REPLY_DKIM_TEMPFAIL, "DKIM key lookup timed out")
-    return Verdict(REPLY_BAD_DKIM, f"DKIM: {problem}")
+        return Verdict(REPLY_DKIM_TEMPFAIL, "DKIM key lookup timed out", "dkim_tempfail")
+    return Verdict(REPLY_BAD_DKIM, f"DKIM: {problem}", "dkim")
 
 
 def check_incoming(
@@ -223,22 +226,22 @@ def check_incoming(
 ) -> Verdict:
     """The rules for mail arriving from other servers on port 25."""
     if len(content) > config.max_message_size:
-        return Verdict(REPLY_TOO_BIG, "message too big")
+        return Verdict(REPLY_TOO_BIG, "message too big", "size")
     msg = openpgp.parse_message(content)
     if openpgp.is_encrypted(msg, outgoing=False):
-        kind = "encrypted"
+        kind, rule = "encrypted", "encrypted"
     elif openpgp.is_securejoin(msg):
-        kind = "secure-join request"
+        kind, rule = "secure-join request", "securejoin"
     elif openpgp.is_mailer_daemon_report(msg):
-        kind = "mailer-daemon report"
+        kind, rule = "mailer-daemon report", "mailer_daemon"
     elif _cleartext_allowed(config, recipients):
-        kind = "cleartext to recipients accepting it"
+        kind, rule = "cleartext to recipients accepting it", "cleartext_allowed"
     else:
-        return Verdict(REPLY_ENCRYPTION_NEEDED, "not encrypted")
+        return Verdict(REPLY_ENCRYPTION_NEEDED, "not encrypted", "encryption_needed")
     verdict = check_dkim(msg, content, dnsfunc)
     if verdict.reply is not None:
         return verdict
-    return Verdict(None, f"{kind}, {verdict.reason}")
+    return Verdict(None, f"{kind}, {verdict.reason}", rule)
 
 
 # dkimpy reports every failure on its logger; our decision line already names it.
@@ -284,6 +287,17 @@ def reinject(host: str, port: int, envelope: Envelope) -> str:
         return REPLY_REINJECT_DOWN
 
 
+def count(direction: str, via: str, verdict: Verdict, reply: str) -> None:
+    """Count a decision: accepted when the message was queued (the reinjection server
+    said 2xx), else refused, by the rule that refused it."""
+    if reply.startswith("2"):
+        result, rule = "accepted", verdict.rule
+    else:
+        result = "refused"
+        rule = verdict.rule if verdict.reply is not None else "reinjection"
+    metrics.FILTERED.labels(direction, via, result, rule).inc()
+
+
 def _direction(outgoing: bool) -> str:
     return "outgoing" if outgoing else "incoming"
 
@@ -313,6 +327,7 @@ class FilterHandler:
     def _decided(self, verdict: Verdict, reply: str) -> str:
         outcome = "accept" if verdict.reply is None else "reject"
         log.info("%s: %s %s (%s)", self.direction, outcome, reply[:3], verdict.reason)
+        count(self.direction, "smtp", verdict, reply)
         return reply
 
     async def handle_MAIL(
@@ -326,11 +341,11 @@ class FilterHandler:
         # Decided at MAIL already so that a sender over its limit uploads nothing.
         if self.outgoing:
             if address.count("@") != 1:
-                verdict = Verdict(REPLY_BAD_SENDER, "envelope sender not one @")
+                verdict = Verdict(REPLY_BAD_SENDER, "envelope sender not one @", "bad_sender")
                 return self._decided(verdict, REPLY_BAD_SENDER)
             if not self.limiter.allow(address.lower()):
                 reply = f"450 4.7.1 Too much mail from {ascii_text(address)}"
-                return self._decided(Verdict(reply, "rate limit"), reply)
+                return self._decided(Verdict(reply, "rate limit", "rate_limit"), reply)
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         return "250 OK"

@@ -48,7 +48,7 @@ class LastLoginServer(DictServer):
     def commit(self, changes: list[Change], user: str) -> bool:
         ok = True
         for key, value in changes:
-            _, rest = split_namespace(key)
+            _namespace, rest = split_namespace(key)
             if not rest.startswith(KEY_PREFIX) or value is None:
                 log.warning("ignoring change of unexpected key %r", key)
                 continue

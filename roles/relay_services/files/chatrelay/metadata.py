@@ -28,7 +28,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import mailbox
+from . import mailbox, metrics
 from .config import Config
 from .dictproto import Change, DictServer, run_service, split_namespace
 from .push import Clock, Notifier, Sender, TokenStore, is_valid_token, token_id
@@ -104,6 +104,7 @@ class MetadataServer(DictServer):
         """'<host>:<port>:<username>:<password>' for the TURN server."""
         expires = int(self.clock()) + self.config.turn_credential_lifetime
         username, password = turn_credentials(read_secret(self.config.turn_secret_file), expires)
+        metrics.TURN_CREDENTIALS.inc()
         return f"{self.config.turn_hostname}:{self.config.turn_port}:{username}:{password}"
 
     def commit(self, changes: list[Change], user: str) -> bool:
@@ -116,7 +117,7 @@ class MetadataServer(DictServer):
                 log.warning("refusing malformed device token %s of %r", token_id(value), user)
                 return False
         if not mailbox.is_address(self.config, user):
-            if any(private_key_name(key) == TOKEN_KEY for key, _ in changes):
+            if any(private_key_name(key) == TOKEN_KEY for key, _value in changes):
                 log.warning("refusing device token change for non-account %r", user)
                 return False
             log.debug("no push notifications for non-account %r", user)

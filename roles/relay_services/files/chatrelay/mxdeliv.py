@@ -195,16 +195,21 @@ class Receiver:
         self.dnsfunc = dnsfunc
         self.queued = queued or Queued()
 
-    def _answer(self, reply: str, reason: str) -> web.Response:
+    def _answer(self, reply: str, verdict: mailfilter.Verdict | None) -> web.Response:
+        """The HTTP answer carrying reply; verdict (None: no message to decide on, as
+        for a GET) is logged and counted like the port-25 filter's decisions."""
         status = http_status(reply)
         outcome = "accept" if status == 200 else "reject"
+        reason = verdict.reason if verdict else "not a delivery"
         log.info("incoming: %s %s over https (%s)", outcome, reply[:3], reason)
+        if verdict is not None:
+            mailfilter.count("incoming", "https", verdict, reply)
         headers = {"Allow": "POST"} if status == 405 else None
         return web.Response(status=status, text=reply + "\r\n", headers=headers)
 
     async def handle(self, request: web.Request) -> web.Response:
         if request.method != "POST":
-            return self._answer(REPLY_METHOD, f"method {request.method}")
+            return self._answer(REPLY_METHOD, None)
         try:
             sender, recipients = envelope_of(
                 self.config,
@@ -212,22 +217,27 @@ class Receiver:
                 request.headers.getall(HEADER_TO, []),
             )
         except Refusal as refusal:
-            return self._answer(refusal.reply, "bad envelope headers")
+            verdict = mailfilter.Verdict(refusal.reply, "bad envelope headers", "bad_envelope")
+            return self._answer(refusal.reply, verdict)
+        too_big = mailfilter.Verdict(REPLY_TOO_BIG, "message too big", "size")
         if (request.content_length or 0) > self.config.max_message_size:
-            return self._answer(REPLY_TOO_BIG, "message too big")
+            return self._answer(REPLY_TOO_BIG, too_big)
         try:
             content = await request.read()
         except web.HTTPRequestEntityTooLarge:
-            return self._answer(REPLY_TOO_BIG, "message too big")
+            return self._answer(REPLY_TOO_BIG, too_big)
         verdict = await asyncio.to_thread(
             mailfilter.check_incoming, self.config, recipients, content, self.dnsfunc
         )
         if verdict.reply is not None:
             reply = REPLY_TOO_BIG if verdict.reply == mailfilter.REPLY_TOO_BIG else verdict.reply
-            return self._answer(reply, verdict.reason)
+            return self._answer(reply, verdict)
         digest = Queued.digest(sender, recipients, content)
         if (earlier := self.queued.reply(digest)) is not None:
-            return self._answer(earlier, f"{verdict.reason}; a repeat, queued before")
+            repeat = mailfilter.Verdict(
+                None, f"{verdict.reason}; a repeat, queued before", "repeat"
+            )
+            return self._answer(earlier, repeat)
         envelope = smtp_envelope(sender, recipients, content)
         reply = await asyncio.to_thread(
             mailfilter.reinject,
@@ -239,7 +249,7 @@ class Receiver:
         reply = reply.splitlines()[-1]
         if http_status(reply) == 200:
             self.queued.add(digest, reply)
-        return self._answer(reply, verdict.reason)
+        return self._answer(reply, verdict)
 
 
 def application(config: relay_config.Config, receiver: Receiver) -> web.Application:

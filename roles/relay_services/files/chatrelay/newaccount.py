@@ -56,11 +56,11 @@ class NewAccountsRefused(Exception):
 
 
 def random_localpart(length: int) -> str:
-    return "".join(secrets.choice(LOCALPART_ALPHABET) for _ in range(length))
+    return "".join(secrets.choice(LOCALPART_ALPHABET) for _position in range(length))
 
 
 def random_password(length: int) -> str:
-    return "".join(secrets.choice(PASSWORD_ALPHABET) for _ in range(length))
+    return "".join(secrets.choice(PASSWORD_ALPHABET) for _position in range(length))
 
 
 def dclogin_url(address: str, password: str) -> str:
@@ -81,7 +81,7 @@ class NewAccounts:
 
     def unused_address(self) -> str:
         length, suffix = self.config.username_max_length, self.config.address_suffix
-        for _ in range(MAX_ADDRESS_TRIES):
+        for _attempt in range(MAX_ADDRESS_TRIES):
             address = random_localpart(length) + suffix
             if not mailbox.directory(self.config, address).exists():
                 return address
@@ -91,9 +91,9 @@ class NewAccounts:
         """Fresh credentials as the JSON fields of the answer, or NewAccountsRefused."""
         address = self.unused_address()
         password = random_password(max(self.config.password_min_length, MIN_PASSWORD_LENGTH))
-        reason = self.auth.refuse_new_account(address, password)
-        if reason is not None:
-            raise NewAccountsRefused(reason)
+        refusal = self.auth.refuse_new_account(address, password)
+        if refusal is not None:
+            raise NewAccountsRefused(refusal.reason)
         answer = {"email": address, "password": password}
         if self.config.tls_mode == "self_signed":
             answer["dclogin_url"] = dclogin_url(address, password)

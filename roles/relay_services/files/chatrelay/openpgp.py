@@ -90,7 +90,7 @@ def _crc24_table() -> list[int]:
     table = []
     for index in range(256):
         crc = index << 16
-        for _ in range(8):
+        for _bit in range(8):
             crc <<= 1
             if crc & 0x1000000:
                 crc ^= 0x1864CFB
@@ -188,7 +188,7 @@ def iter_packets(data: bytes) -> Iterable[tuple[int, bytes]]:
                 if tag != TAG_SEIPD:
                     raise ValueError("partial length on a non-data packet")
                 chunks = []
-                for _ in range(_MAX_PARTIAL_CHUNKS):
+                for _chunk in range(_MAX_PARTIAL_CHUNKS):
                     chunks.append(data[pos : pos + length])
                     pos += length
                     if not partial:

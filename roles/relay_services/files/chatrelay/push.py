@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from . import mailbox
+from . import mailbox, metrics
 from .config import Config
 
 log = logging.getLogger("chatrelay.push")
@@ -227,6 +227,15 @@ class PushQueue:
         # twice, which costs the device a wake-up and nothing else.
         self.path(entry).unlink(missing_ok=True)
 
+    def length(self) -> int:
+        """How many entries wait (without reading them)."""
+        try:
+            names = os.listdir(self.directory)
+        except FileNotFoundError:
+            return 0
+        # Names starting with "." are writes in progress (write_atomically).
+        return sum(not name.startswith(".") and name.endswith(ENTRY_SUFFIX) for name in names)
+
     def load(self) -> list[QueueEntry]:
         """Every stored entry; clears what a crash left half-written and drops garbage."""
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -358,6 +367,7 @@ class Notifier:
         now = self.clock()
         entry = QueueEntry(secrets.token_hex(16), token, address, enqueued=now, due=now)
         self.queue.save(entry)
+        metrics.PUSH_NOTIFICATIONS.labels("queued").inc()
         self._schedule(entry)
 
     def next_due(self) -> float | None:
@@ -414,9 +424,11 @@ class Notifier:
             return
         if 200 <= status < 300:
             log.info("%s: delivered (%d)", tag, status)
+            metrics.PUSH_NOTIFICATIONS.labels("delivered").inc()
             self.queue.delete(entry)
         elif status == 410:
             log.info("%s: gateway says the token is gone (410); removing it", tag)
+            metrics.PUSH_NOTIFICATIONS.labels("token_gone").inc()
             self._forget_token(entry)
             self.queue.delete(entry)
         else:
@@ -430,6 +442,7 @@ class Notifier:
             self._give_up(entry, tag, reason)
             return
         entry.due = now + delay
+        metrics.PUSH_NOTIFICATIONS.labels("retried").inc()
         log.warning("%s failed: %s; next attempt in %d s", tag, reason, delay)
         try:
             self.queue.save(entry)
@@ -440,6 +453,7 @@ class Notifier:
 
     def _give_up(self, entry: QueueEntry, tag: str, reason: str) -> None:
         log.warning("%s failed: %s; giving up after %d attempts", tag, reason, entry.attempts)
+        metrics.PUSH_NOTIFICATIONS.labels("dropped").inc()
         self.queue.delete(entry)
 
     def _forget_token(self, entry: QueueEntry) -> None:

@@ -55,7 +55,7 @@ def test_zone_file_in_a_template_parses():
     zone = dns.zone.from_text(text, relativize=False, check_origin=False)
     assert zone.origin.to_text() == "xn--bcher-kva.example."
     records = FilterModule().filters()["zone_records"](RELAY)
-    assert sum(len(rdataset) for _, rdataset in zone.iterate_rdatasets()) == len(records)
+    assert sum(len(rdataset) for _unused, rdataset in zone.iterate_rdatasets()) == len(records)
 
 
 @pytest.mark.parametrize("name", ["zone_records", "zone_file"])

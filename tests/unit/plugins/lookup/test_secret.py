@@ -124,11 +124,11 @@ def test_parallel_forks_agree_on_one_value(tmp_path):
     results = context.Queue()
     workers = [
         context.Process(target=_run_lookup, args=(str(tmp_path), barrier, results))
-        for _ in range(8)
+        for _unused in range(8)
     ]
     for worker in workers:
         worker.start()
-    values = [results.get(timeout=60) for _ in workers]
+    values = [results.get(timeout=60) for _unused in workers]
     for worker in workers:
         worker.join(timeout=60)
         assert worker.exitcode == 0

@@ -490,7 +490,7 @@ BAD_INPUT = [
 ]
 
 
-@pytest.mark.parametrize(("data", "message"), BAD_INPUT, ids=[m for _, m in BAD_INPUT])
+@pytest.mark.parametrize(("data", "message"), BAD_INPUT, ids=[m for _unused, m in BAD_INPUT])
 def test_bad_input_names_the_field(data, message):
     with pytest.raises(ZoneInputError, match=message):
         zone_records(data)

@@ -102,7 +102,7 @@ def test_bad_alphabet(spec, message):
 
 
 def test_generate():
-    values = {generate(32, LETTERS_DIGITS) for _ in range(20)}
+    values = {generate(32, LETTERS_DIGITS) for _unused in range(20)}
     assert len(values) == 20
     assert all(len(v) == 32 and set(v) <= set(LETTERS_DIGITS) for v in values)
     assert set(generate(200, "01")) == {"0", "1"}
@@ -210,7 +210,7 @@ def test_parallel_creation_calls_the_generator_once(tmp_path):
     log = tmp_path / "calls"
     workers = [
         context.Process(target=_create_counting, args=(str(tmp_path), barrier, str(log)))
-        for _ in range(8)
+        for _unused in range(8)
     ]
     for worker in workers:
         worker.start()
