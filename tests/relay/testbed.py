@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def required_env(name: str, meaning: str) -> str:
@@ -30,3 +35,37 @@ def container_address(name: str) -> str:
     if not addresses:
         raise LookupError(f"container {name} has no IP address")
     return addresses[0]
+
+
+def playbook(
+    name: str, extra_vars: dict, *args: str, timeout: float = 600
+) -> subprocess.CompletedProcess:
+    """Run playbooks/<name>.yml on the scenario's inventory, as an operator would;
+    args go to ansible-playbook as they are (e.g. --limit, --tags)."""
+    inventory = required_env("MOLECULE_INVENTORY_FILE", "the scenario's inventory")
+    return subprocess.run(
+        [
+            str(Path(sys.executable).parent / "ansible-playbook"),
+            "-i",
+            inventory,
+            "-e",
+            json.dumps(extra_vars),
+            *args,
+            str(ROOT / "playbooks" / f"{name}.yml"),
+        ],
+        cwd=ROOT,
+        env={**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "NO_COLOR": "1"},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def client_address(relay_ip: str) -> str:
+    """This test runner's address, as the relay at relay_ip sees it."""
+    route = subprocess.run(
+        ["ip", "-o", "route", "get", relay_ip], check=True, capture_output=True, text=True
+    ).stdout
+    [source] = re.findall(r"\bsrc (\S+)", route)
+    return source

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import time
@@ -9,6 +10,7 @@ import time
 import pytest
 from mailclient import imap_login
 from metadata import get_metadata
+from testbed import required_env
 
 PEER_PORT = 3480
 
@@ -88,6 +90,12 @@ def test_peers_in_private_ranges_are_refused(host, relay_ip, turn, address):
     output = allocate(host, relay_ip, username, password, address)
     assert "403 (Forbidden IP)" in output
     assert received(output) == 0
+
+
+def test_appversions_are_the_operators_document_on_one_line(relay_ip, account):
+    configured = json.loads(required_env("CHATMAIL_APPVERSIONS", "the relay's appversions"))
+    served = server_entry(relay_ip, account, "appversions")
+    assert served == json.dumps(configured, separators=(",", ":"))
 
 
 def test_other_server_entries(relay_ip, account):

@@ -14,22 +14,18 @@ from __future__ import annotations
 import contextlib
 import email
 import http.client
-import json
-import os
 import socket
 import ssl
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
-from pathlib import Path
 
 import pytest
 from mailclient import cleartext_message, pgp_mime, smtp_login, submit, wait_for_messages
 from metricsclient import filtered, moved, remote_deliveries, scrape
+from testbed import playbook
 
-ROOT = Path(__file__).resolve().parents[3]
 MESSAGES = 50
 BURST = 10  # what one sender may submit at once (the relay's default rate limit)
 
@@ -238,26 +234,7 @@ def test_killing_the_delivery_service_mid_burst_loses_and_doubles_nothing(relay1
 
 
 def web_playbook(relay, extra_vars: dict) -> subprocess.CompletedProcess:
-    inventory = os.environ.get("MOLECULE_INVENTORY_FILE")
-    assert inventory, "MOLECULE_INVENTORY_FILE must name the scenario's inventory"
-    return subprocess.run(
-        [
-            str(Path(sys.executable).parent / "ansible-playbook"),
-            "-i",
-            inventory,
-            "--limit",
-            relay.container,
-            "-e",
-            json.dumps(extra_vars),
-            str(ROOT / "playbooks" / "web.yml"),
-        ],
-        cwd=ROOT,
-        env={**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "NO_COLOR": "1"},
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    return playbook("web", extra_vars, "--limit", relay.container)
 
 
 @pytest.fixture

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
+from chatrelay.config import Config
+from chatrelay.newaccount import NewAccounts, NewAccountServer
 from relay_servers import DkimDns, Sink, SinkSMTP, close, run
+from test_auth import FakeSystem
+from test_newaccount import Client
 
 
 @pytest.fixture(scope="module")
@@ -43,3 +48,30 @@ def dkim_dns() -> DkimDns:
     for domain in ("example.net", "mail.example.net", "other.example"):
         dns.add(domain)
     return dns
+
+
+@pytest.fixture
+def system() -> FakeSystem:
+    return FakeSystem()
+
+
+@pytest.fixture
+def serve(system: FakeSystem) -> Iterator[Callable[[Config], Client]]:
+    """Start the service for a config in a thread; a client for it."""
+    servers: list[NewAccountServer] = []
+    clients: list[Client] = []
+
+    def start(config: Config) -> Client:
+        sock = socket.create_server(("127.0.0.1", 0))
+        server = NewAccountServer(NewAccounts(config, system.probe()), sock)
+        threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+        servers.append(server)
+        clients.append(Client(sock.getsockname()[1]))
+        return clients[-1]
+
+    yield start
+    for client in clients:
+        client.connection.close()
+    for server in servers:
+        server.shutdown()
+        server.server_close()

@@ -177,7 +177,11 @@ def test_outgoing_rate_limit(start_filter, sink):
     mail = encrypted_mail()
     for _unused in range(10):
         assert send(f.port, ALICE, [REMOTE], mail)[0] == 250
-    assert send(f.port, ALICE, [REMOTE], mail) == (450, f"4.7.1 Too much mail from {ALICE}")
+    # Worded as the reference relay's (SPEC section 12): one token back takes a second.
+    assert send(f.port, ALICE, [REMOTE], mail) == (
+        450,
+        f"4.7.1: Too much mail from {ALICE}, try again in 1 second",
+    )
     # Another sender has a bucket of its own.
     assert send(f.port, BOB, [REMOTE], encrypted_mail(BOB))[0] == 250
     # 60 a minute: one more message a second.
@@ -189,6 +193,18 @@ def test_outgoing_rate_limit(start_filter, sink):
         assert send(f.port, ALICE, [REMOTE], mail)[0] == 250
     assert send(f.port, ALICE, [REMOTE], mail)[0] == 450
     assert len(sink.received) == 22
+
+
+def test_the_rate_limit_reply_says_when_to_try_again(start_filter, sink):
+    f = start_filter(outgoing=True, max_user_send_per_minute=6, max_user_send_burst_size=1)
+    assert send(f.port, ALICE, [REMOTE], encrypted_mail())[0] == 250
+    # Six a minute: the next token is ten seconds away, then two and a half.
+    assert send(f.port, ALICE, [REMOTE], encrypted_mail())[1].endswith("try again in 10 seconds")
+    f.clock.now += 7.5
+    reply = send(f.port, ALICE, [REMOTE], encrypted_mail())
+    assert reply == (450, f"4.7.1: Too much mail from {ALICE}, try again in 3 seconds")
+    f.clock.now += 2.5
+    assert send(f.port, ALICE, [REMOTE], encrypted_mail())[0] == 250
 
 
 def test_rate_limiter_forgets_idle_senders():
@@ -251,6 +267,45 @@ def test_the_incoming_filter_counts_dkim_refusals(start_filter, sink):
     counted = Counted()
     assert send(f.port, REMOTE, [BOB], encrypted_mail(REMOTE, BOB))[0] == 554
     assert counted.moved() == {filtered("incoming", "smtp", "refused", "dkim"): 1}
+
+
+# --- switched-off accounts (SPEC section 12) -----------------------------------------
+
+
+def switch_off(f: Filter, address: str) -> None:
+    f.mailbox(address, enforce=True)
+    mailbox.directory(f.config, address).joinpath(mailbox.PASSWORD_FILE).write_text("{X}x\n")
+    assert mailbox.set_disabled(f.config, address, True)
+
+
+def test_mail_from_a_switched_off_account_is_answered_250_and_dropped(start_filter, sink):
+    f = start_filter(outgoing=True)
+    switch_off(f, ALICE)
+    counted = Counted()
+    assert send(f.port, ALICE, [REMOTE, BOB], encrypted_mail()) == (250, "2.0.0 OK")
+    # Whatever it is: the rules are not even asked.
+    assert send(f.port, ALICE, [REMOTE], s.cleartext(ALICE, REMOTE)) == (250, "2.0.0 OK")
+    assert sink.received == []
+    assert counted.moved() == {filtered("outgoing", "smtp", "accepted", "disabled"): 2}
+    assert mailbox.set_disabled(f.config, ALICE, False)
+    assert send(f.port, ALICE, [REMOTE], encrypted_mail())[0] == 250
+    assert len(sink.received) == 1
+
+
+@pytest.mark.parametrize("outgoing", [True, False])
+def test_switched_off_recipients_are_left_out(start_filter, sink, dkim_dns, outgoing):
+    f = start_filter(outgoing=outgoing)
+    switch_off(f, BOB)
+    sender = BOB.replace("bob", "dave") if outgoing else REMOTE
+    mail = encrypted_mail(sender, ALICE)
+    if not outgoing:
+        mail = dkim_dns.sign(mail, "example.net")
+    # Upper case reaches the same account: Dovecot lowercases user names.
+    assert send(f.port, sender, [ALICE, BOB.upper()], mail)[0] == 250
+    assert sink.received == [(sender, [ALICE], mail, [])]
+    # A message for nobody else is answered as if queued, and goes nowhere.
+    assert send(f.port, sender, [BOB], mail) == (250, "2.0.0 OK")
+    assert len(sink.received) == 1
 
 
 def test_several_messages_and_rset_in_one_session(start_filter, sink):

@@ -434,6 +434,47 @@ def test_max_smtp_recipients(served: RunningServer, tmp_path: Path) -> None:
         running.stop()
 
 
+# --- app-version hints (SPEC section 12) --------------------------------------------------
+
+APPVERSIONS = {
+    "clients": [
+        {
+            "clientId": "deltachat",
+            "sources": [
+                {
+                    "sourceId": "f-droid",
+                    "versionInteger": 7,
+                    "versionString": "2.0 «beta»",
+                    "downloadUrl": "https://example.org/dc.apk",
+                }
+            ],
+        }
+    ]
+}
+
+
+def test_appversions_is_the_operators_document_on_one_line(tmp_path: Path) -> None:
+    document = tmp_path / "appversions.json"
+    document.write_text(json.dumps(APPVERSIONS, indent=4) + "\n")
+    running = RunningServer(MetadataServer(make_config(tmp_path, appversions_file=document)))
+    try:
+        reply = lookup(running, f"shared/{GUID}/{SERVER_PREFIX}appversions")
+        # Compact, on one line, non-ASCII as it is.
+        assert reply == (
+            'O{"clients":[{"clientId":"deltachat","sources":[{"sourceId":"f-droid",'
+            '"versionInteger":7,"versionString":"2.0 «beta»",'
+            '"downloadUrl":"https://example.org/dc.apk"}]}]}'
+        )
+        assert json.loads(reply[1:]) == APPVERSIONS
+        # Without a document there is none (NIL for the client), also after it is removed.
+        document.unlink()
+        assert lookup(running, f"shared/{GUID}/{SERVER_PREFIX}appversions") == "N"
+        document.write_text("{broken")
+        assert lookup(running, f"shared/{GUID}/{SERVER_PREFIX}appversions") == "N"
+    finally:
+        running.stop()
+
+
 # --- settings ----------------------------------------------------------------------------
 
 

@@ -87,6 +87,21 @@ def test_several_recipients_in_one_request(receiver, sink, dkim_dns):
     assert sink.received[0][1] == [ALICE, bob]
 
 
+def test_switched_off_accounts_are_left_out_and_their_mail_dropped(receiver, sink, dkim_dns):
+    r = receiver()
+    bob = "bob@example.org"
+    home = mailbox.directory(r.config, bob)
+    home.mkdir(parents=True)
+    (home / mailbox.PASSWORD_FILE).write_text("{X}x\n")
+    assert mailbox.set_disabled(r.config, bob, True)
+    mail = signed(dkim_dns, s.pgp_mime(ENCRYPTED, REMOTE, ALICE))
+    assert r.deliver(mail, recipients=[ALICE, bob])[0] == 200
+    assert sink.received == [(REMOTE, [ALICE], mail, [])]
+    # Only for the switched-off account: answered as queued (the sender need not retry).
+    assert r.deliver(mail, recipients=[bob]) == (200, "250 2.0.0 OK")
+    assert len(sink.received) == 1
+
+
 def test_a_repeated_request_is_answered_as_before_and_queued_once(receiver, sink, dkim_dns, caplog):
     # A sending relay that crashed after the 200 sends the same request again.
     r = receiver()

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -79,33 +79,6 @@ def config(tmp_path: Path) -> Config:
         mailboxes_dir=mailboxes,
         nocreate_file=tmp_path / "chatmail-nocreate",
     )
-
-
-@pytest.fixture
-def system() -> FakeSystem:
-    return FakeSystem()
-
-
-@pytest.fixture
-def serve(system: FakeSystem) -> Iterator[Callable[[Config], Client]]:
-    """Start the service for a config in a thread; a client for it."""
-    servers: list[NewAccountServer] = []
-    clients: list[Client] = []
-
-    def start(config: Config) -> Client:
-        sock = socket.create_server(("127.0.0.1", 0))
-        server = NewAccountServer(NewAccounts(config, system.probe()), sock)
-        threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
-        servers.append(server)
-        clients.append(Client(sock.getsockname()[1]))
-        return clients[-1]
-
-    yield start
-    for client in clients:
-        client.connection.close()
-    for server in servers:
-        server.shutdown()
-        server.server_close()
 
 
 @pytest.fixture

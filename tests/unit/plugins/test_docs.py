@@ -18,6 +18,7 @@ BIN = Path(sys.executable).parent
     [
         ("filter", "chatmail.relay.zone_records", "chatmail.relay.zone_records }}"),
         ("filter", "chatmail.relay.zone_file", "chatmail.relay.zone_file }}"),
+        ("filter", "chatmail.relay.other_sites_problems", "chatmail.relay.other_sites_problems("),
         ("lookup", "chatmail.relay.secret", "lookup('chatmail.relay.secret', 'turn'"),
         ("module", "chatmail.relay.dns_check", "chatmail.relay.dns_check:"),
         ("module", "chatmail.relay.address_check", "chatmail.relay.address_check:"),

@@ -12,6 +12,7 @@ import logging
 import os
 import re
 import sys
+import time
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -102,8 +103,8 @@ def system_limit_reached(config: Config, probe: SystemProbe) -> str | None:
 
 
 class Refusal(NamedTuple):
-    """Why an account may not be created: rule (invalid, kill_switch or system_limits,
-    as chatmail_account_refusals_total counts it) and the reason for the log."""
+    """Why an account may not be created: rule (as chatmail_account_refusals_total
+    counts it) and the reason for the log."""
 
     rule: str
     reason: str
@@ -151,7 +152,7 @@ class AuthServer(DictServer):
             return None
         stored = mailbox.password_hash(self.config, address)
         if stored is None:
-            refusal = self.refuse_new_account(address, password)
+            refusal = self.refuse_new_account(address, password) or self.refuse_uninvited(address)
             if refusal is not None:
                 log.info("not creating account %s: %s", address, refusal.reason)
                 metrics.ACCOUNT_REFUSALS.labels(refusal.rule).inc()
@@ -186,6 +187,8 @@ class AuthServer(DictServer):
             password.encode("utf-8")
         except UnicodeEncodeError:
             return Refusal("invalid", "password is not valid UTF-8")
+        if config.registration == "closed":
+            return Refusal("closed", "registration is closed")
         if config.nocreate_file.exists():
             return Refusal(
                 "kill_switch", f"account creation switched off by {config.nocreate_file}"
@@ -195,6 +198,14 @@ class AuthServer(DictServer):
             log.warning("new accounts refused: %s", limit)
             return Refusal("system_limits", limit)
         return None
+
+    def refuse_uninvited(self, address: str) -> Refusal | None:
+        """In invite mode, why a first login may not create address, or None."""
+        if self.config.registration != "invite":
+            return None
+        if mailbox.is_invited(self.config, address, time.time()):
+            return None
+        return Refusal("not_invited", "invite mode, and /new did not hand out this address")
 
     def create_account(self, address: str, password: str) -> str:
         """Create the account unless a concurrent login did; return the stored hash."""

@@ -31,6 +31,9 @@ class Config:
     username_max_length: int = 9
     password_min_length: int = 9
     nocreate_file: Path = Path("/etc/chatmail-nocreate")
+    # Who may register (chatrelay.registration): open, invite or closed.
+    registration: str = "open"
+    invites_dir: Path = Path("/var/lib/chatmail/invites")
     max_load_1m: float = 5.0
     min_available_memory: int = 200 * 1024**2
     min_free_disk_space: int = 1024**3
@@ -66,6 +69,8 @@ class Config:
     # Seconds a TURN credential stays valid after it was handed out.
     turn_credential_lifetime: int = 5 * 86400
     iroh_relay: str = ""
+    # The app-version hints clients read (SPEC section 12); no file: none.
+    appversions_file: Path = Path("/etc/chatmail/appversions.json")
     max_smtp_recipients: int = 1000
     # Where the TLS certificate comes from: acme, self_signed or external. Clients of a
     # self_signed relay must be told to accept its certificate.
@@ -88,7 +93,10 @@ class Config:
 
 
 _SIZES = {"min_available_memory", "min_free_disk_space", "max_message_size", "max_mailbox_size"}
-_CHOICES = {"tls_mode": ("acme", "self_signed", "external")}
+_CHOICES = {
+    "tls_mode": ("acme", "self_signed", "external"),
+    "registration": ("open", "invite", "closed"),
+}
 
 
 def _parse_bool(text: str) -> bool:

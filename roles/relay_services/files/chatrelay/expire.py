@@ -111,6 +111,12 @@ def expire_account(
 ) -> None:
     """Apply the daily rules to one account directory."""
     last_login = mailbox.last_login(account)
+    if last_login is None and (account / mailbox.INVITED_MARKER).exists():
+        # Handed out by /new in invite mode and not logged in to yet: nothing to keep
+        # once the invitation has lapsed.
+        if not mailbox.is_invited(config, account.name, now) and not dry_run:
+            shutil.rmtree(account)
+        return
     if last_login is None:
         log.warning("%s has no password file; expiring its mail only", account.name)
     if last_login is not None and now - last_login > config.delete_inactive_users_after * DAY:

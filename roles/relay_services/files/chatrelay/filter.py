@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import math
 import smtplib
 import socket
 import time
@@ -54,6 +55,9 @@ REPLY_BAD_DKIM = "554 5.7.1 No valid DKIM signature found"
 REPLY_DKIM_TEMPFAIL = "451 4.4.3 Temporary DNS failure looking up the DKIM key"
 REPLY_REINJECT_DOWN = "451 4.3.0 Temporary failure passing the message on, try again later"
 REPLY_INTERNAL_ERROR = "451 4.3.0 Internal error in the encryption filter, try again later"
+# What a switched-off sender, or a message only for switched-off recipients, is told
+# (SPEC section 12): the same as for mail that was queued.
+REPLY_DROPPED = "250 2.0.0 OK"
 
 DnsFunc = Callable[..., Any]
 
@@ -98,6 +102,11 @@ class RateLimiter:
         self._buckets[key] = (tokens - 1.0 if allowed else tokens, now)
         return allowed
 
+    def wait(self, key: str) -> float:
+        """Seconds until key has a token again (0 if it has one now)."""
+        missing = 1.0 - self._tokens(key, self.clock())
+        return max(0.0, missing / self.rate) if self.rate > 0 else float("inf")
+
     def _prune(self, now: float) -> None:
         # A full bucket is the same as no bucket: drop those now and then, so memory
         # stays proportional to the senders active in the last refill period.
@@ -127,18 +136,48 @@ def domain_key(domain: str) -> str:
 
 def accepts_cleartext(config: relay_config.Config, recipient: str) -> bool:
     """True for a local recipient who has not opted in to encrypted-only mail."""
-    local_part, at, domain = recipient.rpartition("@")
-    if not at or not local_part or domain_key(domain) != domain_key(config.mail_domain):
-        return False
-    # Dovecot lowercases user names, so mailbox directories are lowercase. A name
-    # that cannot be an account has no mailbox to take the cleartext.
-    address = f"{local_part.lower()}@{config.mail_domain}"
-    if not mailbox.is_address(config, address):
+    # A name that cannot be an account has no mailbox to take the cleartext.
+    address = _local_account(config, recipient)
+    if address is None:
         return False
     try:
         return not mailbox.enforces_e2ee(config, address)
     except OSError:
         return False
+
+
+def _local_account(config: relay_config.Config, address: str) -> str | None:
+    """The account address names (Dovecot lowercases user names), None if not ours."""
+    local_part, at, domain = address.rpartition("@")
+    if not at or not local_part or domain_key(domain) != domain_key(config.mail_domain):
+        return None
+    account = f"{local_part.lower()}@{config.mail_domain}"
+    return account if mailbox.is_address(config, account) else None
+
+
+def _switched_off(config: relay_config.Config, address: str) -> bool:
+    account = _local_account(config, address)
+    try:
+        return account is not None and mailbox.is_disabled(config, account)
+    except OSError:
+        return False
+
+
+def reachable_recipients(
+    config: relay_config.Config, sender: str, recipients: Iterable[str]
+) -> list[str]:
+    """Whom a message still goes to once switched-off accounts are left out (SPEC
+    section 12): nobody if its sender's is, else the recipients whose is not."""
+    if _switched_off(config, sender):
+        return []
+    return [recipient for recipient in recipients if not _switched_off(config, recipient)]
+
+
+def rate_limit_reply(address: str, wait: float) -> str:
+    """The reference relay's wording (SPEC section 12), which tools match on."""
+    seconds = max(1, math.ceil(wait))
+    unit = "second" if seconds == 1 else "seconds"
+    return f"450 4.7.1: Too much mail from {ascii_text(address)}, try again in {seconds} {unit}"
 
 
 def _cleartext_allowed(config: relay_config.Config, recipients: Iterable[str]) -> bool:
@@ -344,7 +383,7 @@ class FilterHandler:
                 verdict = Verdict(REPLY_BAD_SENDER, "envelope sender not one @", "bad_sender")
                 return self._decided(verdict, REPLY_BAD_SENDER)
             if not self.limiter.allow(address.lower()):
-                reply = f"450 4.7.1 Too much mail from {ascii_text(address)}"
+                reply = rate_limit_reply(address, self.limiter.wait(address.lower()))
                 return self._decided(Verdict(reply, "rate limit", "rate_limit"), reply)
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
@@ -357,6 +396,11 @@ class FilterHandler:
         return check_incoming(self.config, envelope.rcpt_tos, content, self.dnsfunc)
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        recipients = reachable_recipients(self.config, envelope.mail_from, envelope.rcpt_tos)
+        if not recipients:
+            verdict = Verdict(None, "switched-off account: dropped", "disabled")
+            return self._decided(verdict, REPLY_DROPPED)
+        envelope.rcpt_tos = recipients
         # Parsing, DKIM's DNS lookups and relaying block; keep them off the event loop
         # so other sessions go on meanwhile.
         verdict = await asyncio.to_thread(self._check, envelope)

@@ -3,6 +3,9 @@
     <mailboxes_dir>/<address>/
         password              the {SHA512-CRYPT} hash; its mtime is the last-login day
         enforceE2EEincoming   cleartext from outside is refused (new accounts have it)
+        DISABLED              switched off: mail from it is dropped, mail to it too
+        invited               /new handed the address out in invite mode (its mtime
+                              is when), so that its first login may create it
         devicetokens          push tokens (chatrelay.push)
         cur/ new/ tmp/ ...    the Maildir (Dovecot)
 
@@ -17,13 +20,19 @@ import contextlib
 import os
 import re
 import secrets
+import shutil
 from pathlib import Path
 
 from .config import Config
 
 PASSWORD_FILE = "password"
 E2EE_MARKER = "enforceE2EEincoming"
+# The reference relay's name for it (SPEC section 12).
+DISABLED_MARKER = "DISABLED"
+INVITED_MARKER = "invited"
 TOKEN_FILE = "devicetokens"
+# How long an address /new handed out in invite mode waits for its first login.
+INVITED_LIFETIME = 7 * 86400
 
 _LOCALPART = re.compile(r"[a-z0-9._-]+")
 
@@ -92,6 +101,7 @@ def create(config: Config, address: str, hashed: str) -> tuple[str, bool]:
     except FileExistsError:
         stored = password_hash(config, address)
     else:
+        (home / INVITED_MARKER).unlink(missing_ok=True)
         return hashed, True
     finally:
         temporary.unlink(missing_ok=True)
@@ -103,6 +113,48 @@ def create(config: Config, address: str, hashed: str) -> tuple[str, bool]:
 def enforces_e2ee(config: Config, address: str) -> bool:
     """True if the account refuses cleartext from outside; False for non-accounts too."""
     return is_address(config, address) and (directory(config, address) / E2EE_MARKER).exists()
+
+
+def is_disabled(config: Config, address: str) -> bool:
+    """True if the account is switched off; False for non-accounts."""
+    return is_address(config, address) and (directory(config, address) / DISABLED_MARKER).exists()
+
+
+def set_disabled(config: Config, address: str, disabled: bool) -> bool:
+    """Switch the account off or on; False if there is no such account."""
+    if password_hash(config, address) is None:
+        return False
+    marker = directory(config, address) / DISABLED_MARKER
+    if disabled:
+        marker.touch(mode=0o600)
+    else:
+        marker.unlink(missing_ok=True)
+    return True
+
+
+def invite(config: Config, address: str) -> None:
+    """Note that /new handed the address out, so that its first login may create it."""
+    home = directory(config, address)
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    (home / INVITED_MARKER).touch(mode=0o600)
+
+
+def is_invited(config: Config, address: str, now: float) -> bool:
+    """True if /new handed the address out within INVITED_LIFETIME."""
+    try:
+        handed_out = (directory(config, address) / INVITED_MARKER).stat().st_mtime
+    except FileNotFoundError:
+        return False
+    return now - handed_out <= INVITED_LIFETIME
+
+
+def delete(config: Config, address: str) -> bool:
+    """Remove the account with all its mail and tokens; False if there was none."""
+    home = directory(config, address)
+    if not home.is_dir():
+        return False
+    shutil.rmtree(home)
+    return True
 
 
 def last_login(home: Path) -> float | None:

@@ -12,7 +12,8 @@ everything else is `N` on lookup and fails a commit.
   counts the same: the key is a signal, its value means nothing.
 - `shared/[<anything>/]vendor/vendor.dovecot/pvt/server/vendor/deltachat/<name>`
   (GETMETADATA "" /shared/vendor/deltachat/<name>), lookup only: `turn`,
-  `irohrelay`, `maxsmtprecipients`.
+  `irohrelay`, `maxsmtprecipients`, `appversions` (the operator's app-version hints,
+  SPEC section 12, as one line of JSON; none without the file).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import json
 import logging
 import re
 import socket
@@ -98,7 +100,21 @@ class MetadataServer(DictServer):
             return self.config.iroh_relay or None
         if name == "maxsmtprecipients":
             return str(self.config.max_smtp_recipients)
+        if name == "appversions":
+            return self.appversions()
         return None
+
+    def appversions(self) -> str | None:
+        """The app-version hints as compact JSON on one line; None without them."""
+        try:
+            document = json.loads(self.config.appversions_file.read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            # Deployment validates the document; a file broken since is no answer.
+            log.error("app-version hints %s unusable: %s", self.config.appversions_file, exc)
+            return None
+        return json.dumps(document, separators=(",", ":"), ensure_ascii=False)
 
     def turn(self) -> str:
         """'<host>:<port>:<username>:<password>' for the TURN server."""

@@ -81,7 +81,9 @@ ACCOUNTS_CREATED = Counter(
 ACCOUNT_REFUSALS = Counter(
     "chatmail_account_refusals",
     "First logins of an unknown address that created no account. rule: invalid (address,"
-    " password), kill_switch (the nocreate file) or system_limits (load, memory, disk).",
+    " password), closed (chatmail_registration), not_invited (invite mode, an address /new"
+    " did not hand out), kill_switch (the nocreate file) or system_limits (load, memory,"
+    " disk).",
     ["rule"],
     registry=None,
 )

@@ -226,6 +226,10 @@ class Receiver:
             content = await request.read()
         except web.HTTPRequestEntityTooLarge:
             return self._answer(REPLY_TOO_BIG, too_big)
+        recipients = mailfilter.reachable_recipients(self.config, sender, recipients)
+        if not recipients:
+            dropped = mailfilter.Verdict(None, "switched-off account: dropped", "disabled")
+            return self._answer(mailfilter.REPLY_DROPPED, dropped)
         verdict = await asyncio.to_thread(
             mailfilter.check_incoming, self.config, recipients, content, self.dnsfunc
         )

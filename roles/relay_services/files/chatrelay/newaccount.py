@@ -23,9 +23,9 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
-from . import mailbox, systemd
+from . import mailbox, registration, systemd
 from .auth import AuthServer, SystemProbe
 from .config import DEFAULT_PATH, Config, load
 
@@ -49,6 +49,8 @@ IDLE_TIMEOUT = 30
 DCLOGIN_CERTIFICATE_CHECKS = "3"
 
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# An invite token is a secret: the log shows that there was one, not which.
+_TOKEN_PARAMETER = re.compile(r"(token=)[^&\s]*")
 
 
 class NewAccountsRefused(Exception):
@@ -78,6 +80,7 @@ class NewAccounts:
         self.config = config
         # The auth service's own rules decide, so that both always agree.
         self.auth = AuthServer(config, probe)
+        self.invites = registration.Invites(config)
 
     def unused_address(self) -> str:
         length, suffix = self.config.username_max_length, self.config.address_suffix
@@ -87,13 +90,19 @@ class NewAccounts:
                 return address
         raise NewAccountsRefused(f"no unused address in {MAX_ADDRESS_TRIES} tries")
 
-    def offer(self) -> dict[str, str]:
-        """Fresh credentials as the JSON fields of the answer, or NewAccountsRefused."""
+    def offer(self, token: str | None = None) -> dict[str, str]:
+        """Fresh credentials as the JSON fields of the answer; NewAccountsRefused when
+        none may be created now, RegistrationRefused when the mode or token forbids it.
+        In invite mode this takes one use of the token."""
+        registration.admit(self.config, self.invites, token)
         address = self.unused_address()
         password = random_password(max(self.config.password_min_length, MIN_PASSWORD_LENGTH))
         refusal = self.auth.refuse_new_account(address, password)
         if refusal is not None:
             raise NewAccountsRefused(refusal.reason)
+        if token and self.config.registration == "invite":
+            self.invites.redeem(token)
+            mailbox.invite(self.config, address)
         answer = {"email": address, "password": password}
         if self.config.tls_mode == "self_signed":
             answer["dclogin_url"] = dclogin_url(address, password)
@@ -143,12 +152,17 @@ class NewAccountHandler(BaseHTTPRequestHandler):
             status, message = framing_error
             self.respond(status, {"error": message}, close=True)
             return
-        if urlsplit(self.path).path != NEW_PATH:
+        url = urlsplit(self.path)
+        token = parse_qs(url.query).get("token", [None])[0]
+        if url.path != NEW_PATH:
             self.respond(HTTPStatus.NOT_FOUND, {"error": "not found"})
         elif self.command == "POST":
-            self.post_new()
+            self.post_new(token)
         elif self.command in ("GET", "HEAD"):
-            location = f"dcaccount:https://{self.server.accounts.config.mail_domain}{NEW_PATH}"
+            # An invite link opened in a browser leads to Delta Chat with its token.
+            query = f"?token={quote(token, safe='')}" if token else ""
+            domain = self.server.accounts.config.mail_domain
+            location = f"dcaccount:https://{domain}{NEW_PATH}{query}"
             self.respond(HTTPStatus.FOUND, None, {"Location": location})
         else:
             self.respond(
@@ -157,9 +171,13 @@ class NewAccountHandler(BaseHTTPRequestHandler):
                 {"Allow": ALLOWED_METHODS},
             )
 
-    def post_new(self) -> None:
+    def post_new(self, token: str | None) -> None:
         try:
-            answer = self.server.accounts.offer()
+            answer = self.server.accounts.offer(token)
+        except registration.RegistrationRefused as exc:
+            self.note = exc.message
+            self.respond(exc.status, {"error": exc.message})
+            return
         except NewAccountsRefused as exc:
             self.note = str(exc)
             self.respond(
@@ -221,7 +239,7 @@ class NewAccountHandler(BaseHTTPRequestHandler):
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         # One line per request; neither path nor headers carry credentials.
         status = int(code) if isinstance(code, int) else code
-        request = _CONTROL_CHARS.sub("?", self.requestline)
+        request = _TOKEN_PARAMETER.sub(r"\1...", _CONTROL_CHARS.sub("?", self.requestline))
         if self.note:
             log.info('"%s" %s (%s)', request, status, self.note)
         else:
