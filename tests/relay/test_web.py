@@ -5,8 +5,6 @@ from __future__ import annotations
 import imaplib
 import json
 import re
-import smtplib
-import socket
 import subprocess
 import time
 import xml.etree.ElementTree as ET
@@ -15,7 +13,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from deltachat_helpers import delta_chat, new_online_account, secure_join, send_and_receive
 from mailclient import imap_login, tls_context
-from webclient import http_plain, https, s_client
+from webclient import http_plain, https, s_client, smtp_by_alpn
 
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "build" / "screenshots"
 
@@ -28,15 +26,7 @@ def test_alpn_imap_on_443_talks_to_dovecot(relay_ip):
 
 
 def test_alpn_smtp_on_443_talks_to_postfix(relay_ip):
-    # A client that waits for the greeting, as SMTP wants (Postfix 3.9 and later,
-    # Debian 13's, refuse commands sent before it).
-    context = tls_context()
-    context.set_alpn_protocols(["smtp"])
-    smtp = smtplib.SMTP(timeout=30)
-    smtp.sock = context.wrap_socket(socket.create_connection((relay_ip, 443), timeout=30))
-    smtp.file = None
-    code, greeting = smtp.getreply()
-    assert code == 220, greeting
+    smtp = smtp_by_alpn(relay_ip)
     code, features = smtp.ehlo("test.example")
     assert code == 250
     assert re.search(rb"^AUTH\b.*\bPLAIN\b", features, re.M), features

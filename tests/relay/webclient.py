@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import smtplib
 import socket
 import ssl
 import subprocess
@@ -60,3 +61,19 @@ def s_client(address: str, alpn: str | None, commands: bytes, name: str | None =
         argv += ["-servername", name]
     result = subprocess.run(argv, input=commands, capture_output=True, timeout=30, check=False)
     return result.stdout.decode(errors="replace")
+
+
+def smtp_by_alpn(address: str, name: str | None = None) -> smtplib.SMTP:
+    """SMTP on port 443 by ALPN "smtp" (name as SNI), after the 220 greeting: it waits
+    for it as SMTP wants (Postfix 3.9 and later, Debian 13's, refuse commands sent
+    before it)."""
+    context = tls_context()
+    context.set_alpn_protocols(["smtp"])
+    smtp = smtplib.SMTP(timeout=30)
+    sock = socket.create_connection((address, 443), timeout=30)
+    smtp.sock = context.wrap_socket(sock, server_hostname=name)
+    smtp.file = None
+    code, greeting = smtp.getreply()
+    if code != 220:
+        raise smtplib.SMTPConnectError(code, greeting)
+    return smtp

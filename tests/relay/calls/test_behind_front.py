@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import json
 import re
-import smtplib
-import socket
 import ssl
 import time
 import uuid
@@ -24,9 +22,9 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from mailclient import new_credentials, tls_context
+from mailclient import new_credentials
 from testbed import client_address, playbook, required_env
-from webclient import http_plain, https, s_client
+from webclient import http_plain, https, s_client, smtp_by_alpn
 
 FRONT = "/etc/nginx-front"
 SNIPPETS = "/etc/chatmail/front"
@@ -131,14 +129,7 @@ def test_imap_by_alpn_through_the_front_reaches_dovecot_with_the_clients_address
 
 
 def test_smtp_by_alpn_through_the_front_reaches_postfix(front, relay_ip, domain):
-    context = tls_context()
-    context.set_alpn_protocols(["smtp"])
-    smtp = smtplib.SMTP(timeout=30)
-    sock = socket.create_connection((relay_ip, 443), timeout=30)
-    smtp.sock = context.wrap_socket(sock, server_hostname=domain)
-    smtp.file = None
-    code, greeting = smtp.getreply()
-    assert code == 220, greeting
+    smtp = smtp_by_alpn(relay_ip, domain)
     assert smtp.ehlo("test.example")[0] == 250
     assert smtp.quit()[0] == 221
 

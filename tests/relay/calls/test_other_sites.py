@@ -10,7 +10,6 @@ listener answered and which client address it saw.
 from __future__ import annotations
 
 import re
-import smtplib
 import socket
 import ssl
 import uuid
@@ -19,9 +18,8 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.x509.oid import NameOID
-from mailclient import tls_context
 from testbed import client_address, required_env
-from webclient import http_plain, https, s_client
+from webclient import http_plain, https, s_client, smtp_by_alpn
 
 
 @pytest.fixture(scope="module")
@@ -119,14 +117,7 @@ def test_imap_by_alpn_on_443_still_reaches_dovecot(relay_ip, domain):
 
 
 def test_smtp_by_alpn_on_443_still_reaches_postfix(relay_ip, domain):
-    context = tls_context()
-    context.set_alpn_protocols(["smtp"])
-    smtp = smtplib.SMTP(timeout=30)
-    sock = socket.create_connection((relay_ip, 443), timeout=30)
-    smtp.sock = context.wrap_socket(sock, server_hostname=domain)
-    smtp.file = None
-    code, greeting = smtp.getreply()
-    assert code == 220, greeting
+    smtp = smtp_by_alpn(relay_ip, domain)
     code, features = smtp.ehlo("test.example")
     assert code == 250
     assert re.search(rb"^AUTH\b.*\bPLAIN\b", features, re.M), features
