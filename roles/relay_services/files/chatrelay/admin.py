@@ -176,7 +176,7 @@ def run(args: argparse.Namespace, config: Config, now: float) -> tuple[Any, str]
         text = link + ("\n" + _qr_code(link) if args.qr else "")
         if config.registration != "invite":
             text += f"\n(note: registration is {config.registration}, tokens matter only in invite)"
-        return {"id": registration.digest_of(token)[: registration.ID_LENGTH], "link": link}, text
+        return {"id": registration.id_of(token), "link": link}, text
     if args.action == "list":
         rows = [_invite_row(invite, now) for invite in invites.all()]
         return rows, _table(rows, ["id", "label", "created", "expires", "uses_left", "state"])

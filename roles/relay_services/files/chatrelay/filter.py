@@ -71,6 +71,11 @@ class Verdict(NamedTuple):
     rule: str
 
 
+# A message from a switched-off account, or only for switched-off ones (SPEC
+# section 12): answered REPLY_DROPPED and passed on to nobody.
+DROPPED = Verdict(None, "switched-off account: dropped", "disabled")
+
+
 def ascii_text(text: str) -> str:
     """Make text safe for an SMTP reply line (our peer may not speak SMTPUTF8)."""
     printable = "".join(char if char.isprintable() else "?" for char in text)
@@ -398,8 +403,7 @@ class FilterHandler:
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         recipients = reachable_recipients(self.config, envelope.mail_from, envelope.rcpt_tos)
         if not recipients:
-            verdict = Verdict(None, "switched-off account: dropped", "disabled")
-            return self._decided(verdict, REPLY_DROPPED)
+            return self._decided(DROPPED, REPLY_DROPPED)
         envelope.rcpt_tos = recipients
         # Parsing, DKIM's DNS lookups and relaying block; keep them off the event loop
         # so other sessions go on meanwhile.

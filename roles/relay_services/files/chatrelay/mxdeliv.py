@@ -228,8 +228,7 @@ class Receiver:
             return self._answer(REPLY_TOO_BIG, too_big)
         recipients = mailfilter.reachable_recipients(self.config, sender, recipients)
         if not recipients:
-            dropped = mailfilter.Verdict(None, "switched-off account: dropped", "disabled")
-            return self._answer(mailfilter.REPLY_DROPPED, dropped)
+            return self._answer(mailfilter.REPLY_DROPPED, mailfilter.DROPPED)
         verdict = await asyncio.to_thread(
             mailfilter.check_incoming, self.config, recipients, content, self.dnsfunc
         )

@@ -74,6 +74,11 @@ def digest_of(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+def id_of(token: str) -> str:
+    """The token's id: what names its file, what list shows and revoke takes."""
+    return digest_of(token)[:ID_LENGTH]
+
+
 def parse_lifetime(text: str) -> int:
     """Seconds from '30m', '12h' or '7d'; anything else is a ValueError naming it."""
     match = _DURATION.fullmatch(text.strip())
@@ -141,7 +146,7 @@ class Invites:
         digest = digest_of(token)
         now = int(self.clock())
         invite = Invite(
-            id=digest[:ID_LENGTH],
+            id=id_of(token),
             digest=digest,
             label=label,
             created=now,
@@ -159,9 +164,7 @@ class Invites:
 
     def revoke(self, token_or_id: str) -> bool:
         """Remove a token, named by its id or by itself; False if there is none."""
-        invite_id = (
-            token_or_id if _ID.fullmatch(token_or_id) else digest_of(token_or_id)[:ID_LENGTH]
-        )
+        invite_id = token_or_id if _ID.fullmatch(token_or_id) else id_of(token_or_id)
         with self._locked():
             try:
                 self._path(invite_id).unlink()
@@ -171,8 +174,9 @@ class Invites:
 
     def check(self, token: str) -> Invite:
         """The token's invite if it may register now, else RegistrationRefused."""
-        invite = self._read(digest_of(token)[:ID_LENGTH]) if _TOKEN.fullmatch(token) else None
-        if invite is None or not hmac.compare_digest(invite.digest, digest_of(token)):
+        digest = digest_of(token)
+        invite = self._read(digest[:ID_LENGTH]) if _TOKEN.fullmatch(token) else None
+        if invite is None or not hmac.compare_digest(invite.digest, digest):
             raise RegistrationRefused(HTTPStatus.FORBIDDEN, "this invite token is not valid")
         state = invite.state(self.clock())
         if state != "valid":
